@@ -1,0 +1,28 @@
+# midillm-lite: `make install` sets up .venv, `make test` runs the suite (installing first).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+LLAMA_CPP_VERSION := 0.3.36
+STAMP := $(VENV)/.midillm-installed
+
+.PHONY: install test lint bench bench-convert clean
+
+install: $(STAMP)
+
+# The stamp depends on what shapes the environment, so editing either re-installs.
+$(STAMP): pyproject.toml scripts/install-llama.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	scripts/install-llama.sh $(PY) $(LLAMA_CPP_VERSION)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,1 @@
+"""Conversion stage: MIDI-LLM Hugging Face checkpoints to GGUF (installed as `midillm_lite.convert`)."""

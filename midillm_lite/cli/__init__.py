@@ -1,0 +1,75 @@
+"""The `midillm-lite` command: the typer app, its error boundary, and the registration of each verb's module."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+import typer
+
+from .. import __version__
+from ..errors import UserError
+
+app = typer.Typer(
+    name="midillm-lite",
+    help="Offline, quantized MIDI-LLM: text to MIDI on llama.cpp (CPU, Metal, CUDA).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not the user's doing
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"midillm-lite {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
+) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
+
+
+def _register() -> None:
+    # Each verb lives in its own module and adds itself to `app` on import.
+    from . import codec_cmds  # noqa: F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every failure is one line on stderr and a non-zero exit."""
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="midillm-lite", standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        # `midillm-lite ... | head`: the reader left; nothing to report.
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as exc:
+        if os.environ.get("MIDILLM_DEBUG"):
+            raise
+        typer.echo(f"internal error: {type(exc).__name__}: {exc} (set MIDILLM_DEBUG=1 for the traceback)", err=True)
+        sys.exit(EXIT_INTERNAL)

@@ -1,0 +1,64 @@
+"""Atomic file output: every file appears under its final name complete or not at all."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import UserError
+
+
+def check_writable_target(path: Path, *, force: bool) -> None:
+    """Refuse to overwrite an existing file unless forced, and name the fix."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name")
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists; use --force to overwrite it or choose another name")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, force: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    The temporary name sits in the same folder so the rename is atomic on one
+    filesystem. On any failure (including KeyboardInterrupt) it is removed.
+    """
+    path = Path(path)
+    if not force:
+        check_writable_target(path, force=False)
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+    except OSError as exc:
+        raise UserError(f"cannot write in {parent}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on the device while writing {path}; nothing was written") from exc
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, *, force: bool = True) -> None:
+    """Write `data` to `path` atomically (fsync'd before the rename)."""
+    with atomic_path(path, force=force) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: Path, text: str, *, force: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), force=force)
