@@ -10,17 +10,21 @@
 # We therefore keep our own cache, keyed on everything that shapes the binary.
 #
 # Usage: scripts/install-llama.sh PYTHON VERSION
+#        scripts/install-llama.sh --print-args   (show the CMAKE_ARGS this host gets; builds nothing)
 # Environment:
 #   MIDILLM_BACKEND=auto|cpu|metal|cuda|vulkan  (default auto: Metal on macOS, else CPU)
 #   CMAKE_ARGS      extra arguments, appended after ours (yours win)
 #   MIDILLM_WHEEL_CACHE  cache folder (default ~/.cache/midillm-lite/wheels)
 set -euo pipefail
 
+PRINT_ONLY=0
+if [ "${1:-}" = --print-args ]; then PRINT_ONLY=1; set -- python 0; fi
 PY=${1:?python}
 VERSION=${2:?version}
 BACKEND=${MIDILLM_BACKEND:-auto}
-OS=$(uname -s)
-ARCH=$(uname -m)
+# The two overrides exist for tests of the host table below.
+OS=${MIDILLM_HOST_OS:-$(uname -s)}
+ARCH=${MIDILLM_HOST_ARCH:-$(uname -m)}
 
 args="-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
 if [ "$BACKEND" = auto ]; then
@@ -52,6 +56,7 @@ case "$ARCH" in
     ;;
 esac
 args="$args ${CMAKE_ARGS:-}"
+if [ "$PRINT_ONLY" = 1 ]; then echo "$args"; exit 0; fi
 
 key=$(printf '%s\n' "$VERSION" "$OS" "$ARCH" "$args" "$cpu_id" | sha256sum 2>/dev/null | cut -c1-16 \
       || printf '%s\n' "$VERSION" "$OS" "$ARCH" "$args" "$cpu_id" | shasum -a 256 | cut -c1-16)

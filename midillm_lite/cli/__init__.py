@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 
-import click
 import typer
 
 from .. import __version__
@@ -33,7 +32,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s: %(message)s")
@@ -44,31 +45,37 @@ def _register() -> None:
     from . import codec_cmds  # noqa: F401
 
 
+def _is_usage_error(exc: Exception) -> bool:
+    # typer vendors its own click, whose exception classes it does not export; its usage
+    # errors are recognised by the interface they share (ClickException.show/exit_code).
+    return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure is one line on stderr and a non-zero exit."""
     _register()
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="midillm-lite", standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of exiting.
+        result = command.main(args=argv, prog_name="midillm-lite", standalone_mode=False)
+        if isinstance(result, int) and result:
+            sys.exit(result)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         # `midillm-lite ... | head`: the reader left; nothing to report.
         sys.stderr.close()
         sys.exit(0)
     except Exception as exc:
+        if _is_usage_error(exc):
+            exc.show()
+            sys.exit(exc.exit_code)
         if os.environ.get("MIDILLM_DEBUG"):
             raise
         typer.echo(f"internal error: {type(exc).__name__}: {exc} (set MIDILLM_DEBUG=1 for the traceback)", err=True)
