@@ -53,11 +53,10 @@ def atomic_path(path: Path, *, force: bool = True) -> Iterator[Path]:
 
 def atomic_write_bytes(path: Path, data: bytes, *, force: bool = True) -> None:
     """Write `data` to `path` atomically (fsync'd before the rename)."""
-    with atomic_path(path, force=force) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(path, force=force) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_text(path: Path, text: str, *, force: bool = True) -> None:

@@ -1,4 +1,4 @@
-"""The AMT arrival-time vocabulary and its place in MIDI-LLM's extended Llama-3 vocabulary: the one owner of every token number.
+"""The AMT arrival-time vocabulary inside MIDI-LLM's extended Llama-3 vocabulary: the one owner of token numbers.
 
 The layout follows the Anticipatory Music Transformer (Thickstun et al.): each
 note is a triplet (arrival time, duration, instrument-pitch), times in 10 ms
