@@ -26,3 +26,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+
+# Converts a full-size random-weight checkpoint (~2.7 GB, built in a temp dir) to every type; updates BENCHMARKS.md.
+bench-convert: $(STAMP)
+	$(PY) scripts/bench_convert.py --threads 1

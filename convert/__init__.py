@@ -1,1 +1,8 @@
 """Conversion stage: MIDI-LLM Hugging Face checkpoints to GGUF (installed as `midillm_lite.convert`)."""
+
+from __future__ import annotations
+
+from .pipeline import DEFAULT_QUANT, QUANT_NAMES, QUANTS, ConvertResult, ProgressCallback, convert
+from .tokenizer import amt_token_name
+
+__all__ = ["DEFAULT_QUANT", "QUANTS", "QUANT_NAMES", "ConvertResult", "ProgressCallback", "amt_token_name", "convert"]

@@ -42,7 +42,10 @@ def _root(
 
 def _register() -> None:
     # Each verb lives in its own module and adds itself to `app` on import.
-    from . import codec_cmds  # noqa: F401
+    from . import (
+        codec_cmds,  # noqa: F401
+        convert_cmds,  # noqa: F401
+    )
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -1,0 +1,316 @@
+"""`convert()`: a checkpoint folder or hub id to one GGUF file, streamed a block of rows at a time.
+
+F32/F16/BF16/Q8_0/Q4_0 are written here with gguf's writer and numpy
+quantizers; the K-quants go through llama.cpp's own quantizer from an
+intermediate file in the target folder that is removed afterwards. The output
+appears under its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from midillm_lite import __version__, gguf_keys, vocab
+from midillm_lite.errors import UserError
+from midillm_lite.fsutil import atomic_path, check_writable_target
+
+from .source import Checkpoint, open_checkpoint
+from .tensors import ARCH, EMBEDDING_NAME, OUTPUT_NAME, TensorJob, plan_tensors
+from .tokenizer import GGUF_PRE_TOKENIZER, GGUF_TOKENIZER_MODEL, Vocabulary, build_vocabulary
+
+log = logging.getLogger(__name__)
+
+Q = gguf.GGMLQuantizationType
+F = gguf.LlamaFileType
+LAYOUT_STANDARD = "standard"  # the full 183,286-token vocabulary, as trained
+BLOCK_BYTES = 64 * 1024 * 1024  # float32 working set per block of rows: bounds peak memory
+DEFAULT_QUANT = "q4_k_m"
+
+# Progress: (phase, done, total); phases "convert" (bytes of source read) and "quantize" (llama.cpp, 0..1).
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How one --quant target is produced: matrices' ggml type here, or a llama.cpp K-quant file type."""
+
+    file_type: F
+    matrix_type: Q | None = None  # written by gguf-py (None: produced by llama.cpp from an intermediate)
+    llama_ftype_name: str | None = None  # attribute of llama_cpp for llama_model_quantize
+    k_base_type: Q | None = None  # llama.cpp's default matrix type for this K-quant mix (an untied token_embd's)
+
+
+QUANTS: dict[str, QuantSpec] = {
+    "f32": QuantSpec(F.ALL_F32, Q.F32),
+    "f16": QuantSpec(F.MOSTLY_F16, Q.F16),
+    "bf16": QuantSpec(F.MOSTLY_BF16, Q.BF16),
+    "q8_0": QuantSpec(F.MOSTLY_Q8_0, Q.Q8_0),
+    "q4_0": QuantSpec(F.MOSTLY_Q4_0, Q.Q4_0),
+    "q4_k_m": QuantSpec(F.MOSTLY_Q4_K_M, llama_ftype_name="LLAMA_FTYPE_MOSTLY_Q4_K_M", k_base_type=Q.Q4_K),
+    "q5_k_m": QuantSpec(F.MOSTLY_Q5_K_M, llama_ftype_name="LLAMA_FTYPE_MOSTLY_Q5_K_M", k_base_type=Q.Q5_K),
+    "q6_k": QuantSpec(F.MOSTLY_Q6_K, llama_ftype_name="LLAMA_FTYPE_MOSTLY_Q6_K", k_base_type=Q.Q6_K),
+}
+QUANT_NAMES = tuple(QUANTS)
+K_TYPES = (Q.Q4_K, Q.Q5_K, Q.Q6_K)
+# llama.cpp gives the output head (the token embedding, when tied) Q6_K in all three K mixes we offer.
+K_OUTPUT_TYPE = Q.Q6_K
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    path: Path
+    quant: str
+    file_size: int
+    seconds: float
+    n_tensors: int
+    source_repo: str
+    source_revision: str
+    midi_tokens_named: int  # MIDI ids that tokenizer.json lacked and got AMT names
+
+
+def convert(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    quant: str = DEFAULT_QUANT,
+    force: bool = False,
+    threads: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> ConvertResult:
+    """Convert a MIDI-LLM checkpoint (local folder or hub repo id) to a GGUF file at `out`."""
+    spec, quant = quant_spec(quant), quant.lower()
+    out = Path(out)
+    check_writable_target(out, force=force)
+    started = time.monotonic()
+    checkpoint = open_checkpoint(source)
+    hp = checkpoint.hparams
+    words = build_vocabulary(
+        checkpoint.tokenizer,
+        checkpoint.tokenizer_config,
+        vocab_size=hp.vocab_size,
+        bos_id=hp.bos_token_id,
+        eos_ids=hp.eos_token_ids,
+    )
+    jobs = plan_tensors(checkpoint.tensors, hp)
+    report = progress or _no_progress
+    with atomic_path(out, force=True) as tmp:
+        if spec.matrix_type is not None:
+            types = {job.name: _tensor_type(job, spec.matrix_type) for job in jobs}
+            write_gguf(tmp, checkpoint, words, jobs, types, spec.file_type, report)
+        else:
+            _write_k_quant(tmp, checkpoint, words, jobs, spec, report, threads)
+    result = ConvertResult(
+        out,
+        quant,
+        out.stat().st_size,
+        time.monotonic() - started,
+        len(jobs),
+        checkpoint.repo,
+        checkpoint.revision,
+        words.midi_named,
+    )
+    log.info("wrote %s (%s, %d bytes) in %.1f s", out, quant, result.file_size, result.seconds)
+    return result
+
+
+def quant_spec(quant: str) -> QuantSpec:
+    try:
+        return QUANTS[quant.lower()]
+    except KeyError:
+        raise UserError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_NAMES)}") from None
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
+
+
+def write_gguf(
+    path: Path,
+    checkpoint: Checkpoint,
+    words: Vocabulary,
+    jobs: list[TensorJob],
+    types: dict[str, Q],
+    file_type: F,
+    progress: ProgressCallback,
+) -> None:
+    """Write the whole GGUF, each tensor as `types[name]`, streaming tensor data block by block."""
+    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[ARCH])
+    _add_model_metadata(writer, checkpoint, file_type)
+    _add_tokenizer(writer, words)
+    _add_midillm_metadata(writer, checkpoint)
+    for job in jobs:
+        qtype = types[job.name]
+        nbytes = int(np.prod(gguf.quant_shape_to_byte_shape(job.shape, qtype)))
+        writer.add_tensor_info(job.name, job.shape, np.dtype(np.float32), nbytes, raw_dtype=qtype)
+    total = sum(job.source_bytes for job in jobs)
+    done = 0
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        fout = writer.fout[0]
+        for job in jobs:
+            # GGUFWriter.write_tensor_data wants whole tensors; we stream, so we align and append ourselves.
+            writer.write_padding(fout, fout.tell())
+            for source_bytes, chunk in _encoded_blocks(job, types[job.name]):
+                np.ascontiguousarray(chunk).tofile(fout)
+                done += source_bytes
+                progress("convert", done, total)
+            _finish_tensor(writer, job.name)
+        writer.flush()
+    finally:
+        writer.close()
+
+
+def _tensor_type(job: TensorJob, matrix_type: Q) -> Q:
+    """Vectors stay F32 (llama.cpp's rule); a matrix whose rows do not fit the block size falls back to F16."""
+    if not job.is_matrix:
+        return Q.F32
+    block = gguf.GGML_QUANT_SIZES[matrix_type][0]
+    if job.shape[-1] % block:
+        log.warning(
+            "%s: rows of %d values are not a multiple of %s's block of %d; writing it as F16",
+            job.name,
+            job.shape[-1],
+            matrix_type.name,
+            block,
+        )
+        return Q.F16
+    return matrix_type
+
+
+def _encoded_blocks(job: TensorJob, qtype: Q) -> Iterator[tuple[int, np.ndarray]]:
+    """(source bytes consumed, encoded bytes) per block of rows; a hook that mixes rows gets the whole tensor."""
+    if job.values is not None:
+        yield 0, encode(job.values.astype(np.float32), qtype)
+        return
+    assert job.slot is not None
+    if job.transform is not None:
+        yield job.slot.nbytes, encode(job.transform(job.slot.read_all()), qtype)
+        return
+    row_bytes = job.slot.nbytes // max(1, job.slot.n_rows)
+    for _start, rows in job.slot.iter_row_blocks(BLOCK_BYTES):
+        yield len(rows) * row_bytes if job.is_matrix else job.slot.nbytes, encode(rows, qtype)
+
+
+def encode(rows: np.ndarray, qtype: Q) -> np.ndarray:
+    """float32 rows as `qtype` bytes: gguf's numpy quantizers, or ggml's own kernels for the K types."""
+    if qtype in K_TYPES:
+        from .kquant import ggml_quantize
+
+        return ggml_quantize(rows, qtype)
+    return gguf.quants.quantize(rows, qtype)
+
+
+def _finish_tensor(writer: gguf.GGUFWriter, name: str) -> None:
+    info = writer.tensors[0].pop(name)
+    writer.write_padding(writer.fout[0], info.nbytes)
+    writer.state = gguf.gguf_writer.WriterState.WEIGHTS
+
+
+def _add_model_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint, file_type: F) -> None:
+    hp = checkpoint.hparams
+    writer.add_name(checkpoint.repo.split("/")[-1])
+    writer.add_context_length(hp.max_position_embeddings)
+    writer.add_embedding_length(hp.hidden_size)
+    writer.add_block_count(hp.n_layers)
+    writer.add_feed_forward_length(hp.ffn_size)
+    writer.add_head_count(hp.n_heads)
+    writer.add_head_count_kv(hp.n_kv_heads)
+    writer.add_rope_freq_base(hp.rope_theta)
+    writer.add_layer_norm_rms_eps(hp.rms_norm_eps)
+    writer.add_rope_dimension_count(hp.head_dim)
+    writer.add_key_length(hp.head_dim)
+    writer.add_value_length(hp.head_dim)
+    writer.add_vocab_size(hp.vocab_size)
+    writer.add_file_type(int(file_type))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def _add_tokenizer(writer: gguf.GGUFWriter, words: Vocabulary) -> None:
+    writer.add_tokenizer_model(GGUF_TOKENIZER_MODEL)
+    writer.add_tokenizer_pre(GGUF_PRE_TOKENIZER)
+    writer.add_token_list(words.tokens)
+    writer.add_token_types(words.types)
+    writer.add_token_merges(words.merges)
+    if words.bos_id is not None:
+        writer.add_bos_token_id(words.bos_id)
+    if words.eos_id is not None:
+        writer.add_eos_token_id(words.eos_id)
+    if words.eot_id is not None:
+        writer.add_eot_token_id(words.eot_id)
+    writer.add_add_bos_token(words.add_bos)
+
+
+def _add_midillm_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint) -> None:
+    writer.add_uint32(gguf_keys.TEXT_VOCAB_SIZE, vocab.TEXT_VOCAB_SIZE)
+    writer.add_uint32(gguf_keys.AMT_VOCAB_SIZE, vocab.MIDI_VOCAB_SIZE)
+    writer.add_uint32(gguf_keys.AUTOREGRESS_ID, vocab.MIDI_AUTOREGRESS_ID)
+    writer.add_string(gguf_keys.SYSTEM_PROMPT, vocab.SYSTEM_PROMPT)
+    writer.add_float32(gguf_keys.TEMPERATURE, vocab.DEFAULT_TEMPERATURE)
+    writer.add_float32(gguf_keys.TOP_P, vocab.DEFAULT_TOP_P)
+    writer.add_uint32(gguf_keys.MAX_NEW_TOKENS, vocab.DEFAULT_MAX_TOKENS)
+    writer.add_uint32(gguf_keys.TRAIN_CONTEXT_LENGTH, vocab.TRAIN_CONTEXT_LENGTH)
+    writer.add_string(gguf_keys.SOURCE_REPO, checkpoint.repo)
+    writer.add_string(gguf_keys.SOURCE_REVISION, checkpoint.revision)
+    writer.add_string(gguf_keys.CONVERTER_VERSION, __version__)
+    writer.add_string(gguf_keys.LAYOUT, LAYOUT_STANDARD)
+
+
+def _write_k_quant(
+    path: Path,
+    checkpoint: Checkpoint,
+    words: Vocabulary,
+    jobs: list[TensorJob],
+    spec: QuantSpec,
+    progress: ProgressCallback,
+    threads: int | None,
+) -> None:
+    """Lossless intermediate (BF16 for BF16 checkpoints, else F32) in the target folder, then llama.cpp quantizes.
+
+    The vocabulary-sized tensors are the exception: llama.cpp would widen a whole one to
+    float32 (1.4 GiB for MIDI-LLM), so they are quantized here, a block of rows at a time,
+    with ggml's own kernels to the type llama.cpp picks for them, and passed through as is.
+    """
+    from .kquant import llama_quantize
+
+    stored = {job.slot.dtype for job in jobs if job.slot is not None}
+    inter = QUANTS["bf16"] if stored == {"BF16"} else QUANTS["f32"]
+    assert inter.matrix_type is not None
+    types = {job.name: _tensor_type(job, inter.matrix_type) for job in jobs}
+    embedding = _kquant_embedding_types(jobs, spec, checkpoint.hparams.tied_embeddings)
+    types |= embedding
+    intermediate = path.with_name(path.name + ".intermediate.gguf")
+    try:
+        write_gguf(intermediate, checkpoint, words, jobs, types, inter.file_type, progress)
+        progress("quantize", 0, 1)
+        llama_quantize(intermediate, path, spec, threads=threads, **_llama_type_overrides(embedding))
+        progress("quantize", 1, 1)
+    finally:
+        intermediate.unlink(missing_ok=True)
+
+
+def _kquant_embedding_types(jobs: list[TensorJob], spec: QuantSpec, tied: bool) -> dict[str, Q]:
+    """The types llama.cpp would give the embedding and head, for those whose rows fit K blocks (256 values)."""
+    assert spec.k_base_type is not None
+    block = gguf.GGML_QUANT_SIZES[K_OUTPUT_TYPE][0]
+    wanted = {EMBEDDING_NAME: K_OUTPUT_TYPE if tied else spec.k_base_type, OUTPUT_NAME: K_OUTPUT_TYPE}
+    return {job.name: wanted[job.name] for job in jobs if job.name in wanted and job.shape[-1] % block == 0}
+
+
+def _llama_type_overrides(embedding: dict[str, Q]) -> dict[str, int]:
+    # A tied token_embd is the output head to llama.cpp, so the output override must name its type too.
+    overrides = {}
+    if EMBEDDING_NAME in embedding:
+        overrides["token_embedding_type"] = overrides["output_tensor_type"] = int(embedding[EMBEDDING_NAME])
+    if OUTPUT_NAME in embedding:
+        overrides["output_tensor_type"] = int(embedding[OUTPUT_NAME])
+    return overrides

@@ -1,0 +1,89 @@
+"""CLI verbs `decode` (token ids -> MIDI) and `encode` (MIDI -> token ids) over the AMT codec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..tokens_file import STDIO
+from ..transcode import decode_file, encode_file
+from . import app
+
+ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT if it exists.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
+@app.command("decode")
+def decode_command(
+    tokens: Annotated[
+        Path,
+        typer.Argument(
+            metavar="TOKENS",
+            help="Text file of token ids (one per line or whitespace-separated; `-` reads stdin). "
+            "AMT ids 0..55029, or full-vocabulary ids >= 128256 as the model emits them.",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="MIDI file to write.", show_default="TOKENS with .mid"),
+    ] = None,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the MIDI file a token sequence describes; any integers decode, repairs are counted."""
+    target = out or _default_out(tokens, ".mid")
+    summary = decode_file(tokens, target, force=force)
+    if not summary.notes:
+        typer.echo(f"warning: {tokens} holds no notes; wrote an empty MIDI file", err=True)
+    if as_json:
+        typer.echo(json.dumps({"path": str(target), **summary.to_dict()}, indent=2))
+    else:
+        typer.echo(f"wrote {target}: {summary.describe()}")
+
+
+@app.command("encode")
+def encode_command(
+    midi: Annotated[Path, typer.Argument(metavar="MIDI", help="MIDI file (type 0 or 1) to encode.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Token file to write (`-`: stdout).", show_default="MIDI with _tokens.txt"),
+    ] = None,
+    full_ids: Annotated[
+        bool, typer.Option("--full-ids", help="Write MIDI-LLM vocabulary ids (AMT id + 128256) instead of AMT ids.")
+    ] = False,
+    start: Annotated[
+        float,
+        typer.Option("--start", min=0.0, help="Encode from this many seconds on (AMT times reach 100 s)."),
+    ] = 0.0,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the AMT token ids of a MIDI file: one note is (arrival time, duration, instrument-pitch)."""
+    target = out or _default_out(midi, "_tokens.txt", replace_suffix=False)
+    summary = encode_file(midi, target, force=force, full_ids=full_ids, start=start)
+    to_stdout = str(target) == STDIO
+    if not summary.notes:
+        typer.echo(f"warning: {midi} holds no notes; wrote an empty token file", err=True)
+    if as_json and not to_stdout:
+        typer.echo(json.dumps({"path": str(target), **summary.to_dict()}, indent=2))
+        return
+    line = f"{summary.tokens} tokens: {summary.describe()}"
+    notes = [
+        (summary.dropped_late, "notes past 100 s left out (use --start to encode later music)"),
+        (summary.dropped_early, "notes before --start left out"),
+        (summary.clipped_durations, "durations clipped to 9.99 s"),
+        (summary.unclosed, "notes never ended, given 0.25 s"),
+        (summary.stray_offs, "note-offs without a sounding note ignored"),
+    ]
+    extra = "; ".join(f"{count} {what}" for count, what in notes if count)
+    message = f"wrote {target}: {line}" + (f"; {extra}" if extra else "")
+    typer.echo(message, err=to_stdout)
+
+
+def _default_out(source: Path, suffix: str, *, replace_suffix: bool = True) -> Path:
+    if str(source) == STDIO:
+        return Path("tokens.mid")
+    return source.with_suffix(suffix) if replace_suffix else source.with_name(source.stem + suffix)

@@ -1,0 +1,290 @@
+"""What a GGUF model file says about itself: a fast metadata reader and the MIDI-LLM `ModelInfo` check.
+
+gguf's GGUFReader builds an object per array element (seconds for a 183k-token
+vocabulary); `read_gguf_metadata` walks the header with struct, keeps scalars
+and skips arrays unless asked, so `info` and `gen` start instantly. Anything
+malformed or truncated is a UserError naming the file.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+
+from . import gguf_keys, vocab
+from .errors import UserError
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+MAX_COUNT = 1 << 32  # no real file has more keys, tensors, array items or dims than this
+MAX_DIMS = 8
+DEFAULT_ALIGNMENT = 32
+V = gguf.GGUFValueType
+_SCALARS = {
+    V.UINT8: "<B", V.INT8: "<b", V.UINT16: "<H", V.INT16: "<h", V.UINT32: "<I", V.INT32: "<i",
+    V.FLOAT32: "<f", V.BOOL: "<?", V.UINT64: "<Q", V.INT64: "<q", V.FLOAT64: "<d",
+}  # fmt: skip
+NOT_MIDILLM_HINT = "convert the MIDI-LLM checkpoint with `midillm-lite convert`"
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    shape: tuple[int, ...]  # ggml order (fastest dimension first), as stored
+    type: int
+    offset: int  # relative to the data section
+
+
+@dataclass
+class GGUFMetadata:
+    version: int
+    fields: dict[str, Any]  # scalars and strings by key; skipped arrays as ArrayInfo
+    tensors: list[TensorEntry]
+    data_offset: int
+    file_size: int
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """An array left unread: its element type and length."""
+
+    item_type: int
+    count: int
+
+
+class _Cursor:
+    def __init__(self, buf: mmap.mmap | bytes, path: Path):
+        self.buf, self.pos, self.path = buf, 0, path
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.buf):
+            raise UserError(f"{self.path} is truncated or corrupt: its header runs past the end of the file")
+        chunk = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, self.take(size))[0]
+
+    def count(self, what: str) -> int:
+        n = self.unpack("<Q")
+        if n > MAX_COUNT:
+            raise UserError(f"{self.path} is corrupt: {what} count {n} is not plausible")
+        return n
+
+    def skip_strings(self, n: int) -> None:
+        # Walk the length prefixes without building the strings: vocabularies hold ~500k of them.
+        buf, pos, end = self.buf, self.pos, len(self.buf)
+        for _ in range(n):
+            if pos + 8 > end:
+                break
+            pos += 8 + struct.unpack_from("<Q", buf, pos)[0]
+            if pos > end:
+                break
+        else:
+            self.pos = pos
+            return
+        raise UserError(f"{self.path} is truncated or corrupt: its header runs past the end of the file")
+
+    def string(self) -> str:
+        raw = self.take(self.count("string length"))
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{self.path} is corrupt: a metadata string is not UTF-8") from exc
+
+    def value(self, vtype: int, keep_array: bool) -> Any:
+        if vtype in _SCALARS:
+            return self.unpack(_SCALARS[vtype])
+        if vtype == V.STRING:
+            return self.string()
+        if vtype == V.ARRAY:
+            item_type, n = self.unpack("<I"), self.count("array item")
+            if not keep_array and item_type == V.STRING:
+                self.skip_strings(n)
+                return ArrayInfo(item_type, n)
+            if not keep_array and item_type in _SCALARS:
+                self.take(n * struct.calcsize(_SCALARS[item_type]))
+                return ArrayInfo(item_type, n)
+            items = [self.value(item_type, keep_array) for _ in range(n)]
+            return items if keep_array else ArrayInfo(item_type, n)
+        raise UserError(f"{self.path} is corrupt: unknown metadata value type {vtype}")
+
+
+def read_gguf_metadata(path: str | os.PathLike[str], *, arrays: Collection[str] = ()) -> GGUFMetadata:
+    """Parse a GGUF header: keys (arrays only those named in `arrays`), tensor table, and size checks."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < len(GGUF_MAGIC):
+                raise UserError(f"{path} is not a GGUF file (only {size} bytes)")
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                return _parse(_Cursor(buf, path), size, set(arrays))
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _parse(cur: _Cursor, size: int, arrays: set[str]) -> GGUFMetadata:
+    path = cur.path
+    if cur.take(4) != GGUF_MAGIC:
+        raise UserError(f"{path} is not a GGUF file (wrong magic bytes)")
+    version = cur.unpack("<I")
+    if version not in SUPPORTED_VERSIONS:
+        raise UserError(f"{path} is GGUF version {version}; only versions 2 and 3 are supported")
+    n_tensors, n_kv = cur.count("tensor"), cur.count("metadata key")
+    fields: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = cur.string()
+        fields[key] = cur.value(cur.unpack("<I"), key in arrays)
+    tensors = [_tensor_entry(cur) for _ in range(n_tensors)]
+    alignment = fields.get(gguf.Keys.General.ALIGNMENT, DEFAULT_ALIGNMENT)
+    if not isinstance(alignment, int) or alignment <= 0:
+        raise UserError(f"{path} is corrupt: alignment {alignment!r}")
+    data_offset = -(-cur.pos // alignment) * alignment
+    for tensor in tensors:
+        end = data_offset + tensor.offset + _tensor_nbytes(tensor, path)
+        if end > size:
+            raise UserError(
+                f"{path} is truncated: tensor {tensor.name} ends at byte {end} of {size} (incomplete download or copy?)"
+            )
+    return GGUFMetadata(version, fields, tensors, data_offset, size)
+
+
+def _tensor_entry(cur: _Cursor) -> TensorEntry:
+    name = cur.string()
+    n_dims = cur.unpack("<I")
+    if n_dims > MAX_DIMS:
+        raise UserError(f"{cur.path} is corrupt: tensor {name} has {n_dims} dimensions")
+    shape = tuple(cur.unpack("<Q") for _ in range(n_dims))
+    return TensorEntry(name, shape, cur.unpack("<I"), cur.unpack("<Q"))
+
+
+def _tensor_nbytes(tensor: TensorEntry, path: Path) -> int:
+    try:
+        block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(tensor.type)]
+    except (ValueError, KeyError):
+        raise UserError(f"{path} is corrupt or too new: tensor {tensor.name} has unknown type {tensor.type}") from None
+    n = 1
+    for dim in tensor.shape:
+        n *= dim
+    return n // block * type_size
+
+
+@dataclass
+class ModelInfo:
+    """A MIDI-LLM GGUF's self-description: the `midillm.*` keys plus what llama.cpp's keys say."""
+
+    path: Path
+    text_vocab_size: int
+    amt_vocab_size: int
+    autoregress_token_id: int
+    system_prompt: str
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    train_context_length: int
+    source_repo: str
+    source_revision: str
+    converter_version: str
+    layout: str
+    quant: str
+    n_tensors: int
+    file_size: int
+    n_vocab: int
+    architecture: str
+    n_layers: int
+    embedding_length: int
+    context_length: int
+    bos_token_id: int | None
+    eos_token_id: int | None
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # any other midillm.* keys, for forward compatibility
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["path"] = str(self.path)
+        return data
+
+
+def quant_name(file_type: int | None) -> str:
+    """general.file_type as the --quant name (`q4_k_m`), or the enum's name for types we do not produce."""
+    if file_type is None:
+        return "unknown"
+    try:
+        name = gguf.LlamaFileType(file_type).name
+    except ValueError:
+        return f"type {file_type}"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_").lower()
+
+
+def _shortest(value: float) -> float:
+    """A float32 key back as the decimal that was written (0.98, not 0.9800000190734863)."""
+    return float(str(np.float32(value)))
+
+
+def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
+    """Read and check a MIDI-LLM GGUF; a plain Llama, a wrong vocabulary or a broken file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist or is not a file; give the path of a .gguf model")
+    meta = read_gguf_metadata(path)
+    fields = meta.fields
+    arch = fields.get(gguf.Keys.General.ARCHITECTURE)
+    if arch != gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]:
+        raise UserError(f"{path} is not a MIDI-LLM GGUF: its architecture is {arch!r}, not llama; {NOT_MIDILLM_HINT}")
+    missing = [key for key in gguf_keys.ALL if key not in fields]
+    if missing:
+        raise UserError(
+            f"{path} is not a MIDI-LLM GGUF: it lacks {missing[0]} (and {len(missing) - 1} other "
+            f"midillm.* keys), so it is a plain {arch} model; {NOT_MIDILLM_HINT}"
+        )
+    tokens = fields.get(gguf.Keys.Tokenizer.LIST)
+    n_vocab = tokens.count if isinstance(tokens, ArrayInfo) else fields.get(gguf.Keys.LLM.VOCAB_SIZE.format(arch=arch))
+    expected = fields[gguf_keys.TEXT_VOCAB_SIZE] + fields[gguf_keys.AMT_VOCAB_SIZE]
+    if n_vocab != expected or expected != vocab.FULL_VOCAB_SIZE:
+        raise UserError(
+            f"{path} is not a MIDI-LLM GGUF this runtime understands: {n_vocab} tokens where "
+            f"{vocab.FULL_VOCAB_SIZE} ({vocab.TEXT_VOCAB_SIZE} text + {vocab.MIDI_VOCAB_SIZE} MIDI) are needed"
+        )
+
+    def llm(key: str) -> Any:
+        return fields.get(key.format(arch=arch))
+
+    known = set(gguf_keys.ALL)
+    return ModelInfo(
+        path=path,
+        text_vocab_size=fields[gguf_keys.TEXT_VOCAB_SIZE],
+        amt_vocab_size=fields[gguf_keys.AMT_VOCAB_SIZE],
+        autoregress_token_id=fields[gguf_keys.AUTOREGRESS_ID],
+        system_prompt=fields[gguf_keys.SYSTEM_PROMPT],
+        temperature=_shortest(fields[gguf_keys.TEMPERATURE]),
+        top_p=_shortest(fields[gguf_keys.TOP_P]),
+        max_new_tokens=fields[gguf_keys.MAX_NEW_TOKENS],
+        train_context_length=fields[gguf_keys.TRAIN_CONTEXT_LENGTH],
+        source_repo=fields[gguf_keys.SOURCE_REPO],
+        source_revision=fields[gguf_keys.SOURCE_REVISION],
+        converter_version=fields[gguf_keys.CONVERTER_VERSION],
+        layout=fields[gguf_keys.LAYOUT],
+        quant=quant_name(fields.get(gguf.Keys.General.FILE_TYPE)),
+        n_tensors=len(meta.tensors),
+        file_size=meta.file_size,
+        n_vocab=n_vocab,
+        architecture=arch,
+        n_layers=llm(gguf.Keys.LLM.BLOCK_COUNT),
+        embedding_length=llm(gguf.Keys.LLM.EMBEDDING_LENGTH),
+        context_length=llm(gguf.Keys.LLM.CONTEXT_LENGTH),
+        bos_token_id=fields.get(gguf.Keys.Tokenizer.BOS_ID),
+        eos_token_id=fields.get(gguf.Keys.Tokenizer.EOS_ID),
+        name=fields.get(gguf.Keys.General.NAME, ""),
+        extra={k: v for k, v in fields.items() if k.startswith(gguf_keys.NAMESPACE + ".") and k not in known},
+    )

@@ -1,0 +1,118 @@
+"""Token ids <-> MIDI files end to end: the library behind `decode`, `encode` and gen's outputs, and their summaries."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import mido
+
+from . import gm
+from .codec import REPAIRS, Note, decode_tokens, encode_notes, length_seconds, shift_notes
+from .fsutil import check_writable_target
+from .midi import notes_to_midi, read_midi, save_midi
+from .tokens_file import STDIO, read_tokens, write_tokens
+from .vocab import TIME_RESOLUTION, to_full
+
+
+@dataclass
+class MusicSummary:
+    """What a token sequence or MIDI file holds, and what it took to read it."""
+
+    notes: int
+    instruments: list[str]
+    seconds: float
+    repairs: dict[str, int] = field(default_factory=dict)
+    rests: int = 0
+    segments: int = 1
+
+    @property
+    def repaired(self) -> int:
+        return sum(self.repairs.values())
+
+    def describe(self) -> str:
+        """One line: notes, instruments, length, and what was skipped and why."""
+        names = ", ".join(self.instruments) if self.instruments else "no instruments"
+        count = len(self.instruments)
+        text = f"{_plural(self.notes, 'note')}, {_plural(count, 'instrument')} ({names}), {self.seconds:.2f} s"
+        if self.repairs:
+            text += "; skipped: " + ", ".join(f"{n} {REPAIRS.get(k, k)}" for k, n in sorted(self.repairs.items()))
+        return text
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def summarize(notes: Sequence[Note], repairs: Counter[str] | None = None, *, rests: int = 0, segments: int = 1):
+    instruments = sorted({n.instrument for n in notes})
+    return MusicSummary(
+        notes=len(notes),
+        instruments=[gm.instrument_name(i) for i in instruments],
+        seconds=length_seconds(notes),
+        repairs=dict(sorted((repairs or Counter()).items())),
+        rests=rests,
+        segments=segments,
+    )
+
+
+def tokens_to_midi(token_ids: Iterable[int]) -> tuple[mido.MidiFile, MusicSummary]:
+    """Decode any integers to a valid MIDI file; never raises on token content."""
+    decoded = decode_tokens(token_ids)
+    written = notes_to_midi(decoded.notes)
+    repairs = decoded.repairs + written.repairs
+    summary = summarize(decoded.notes, repairs, rests=decoded.rests, segments=decoded.segments)
+    return written.midi, summary
+
+
+def decode_file(tokens: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool = False) -> MusicSummary:
+    """Token file (or `-` for stdin) -> MIDI file, written atomically."""
+    check_writable_target(Path(out), force=force)  # before any work: fail fast on a taken name
+    midi, summary = tokens_to_midi(read_tokens(tokens))
+    save_midi(midi, out, force=force)
+    return summary
+
+
+@dataclass
+class EncodeSummary(MusicSummary):
+    tokens: int = 0
+    dropped_late: int = 0
+    dropped_early: int = 0
+    clipped_durations: int = 0
+    unclosed: int = 0
+    stray_offs: int = 0
+
+
+def encode_file(
+    midi: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    full_ids: bool = False,
+    start: float = 0.0,
+) -> EncodeSummary:
+    """MIDI file -> token file (AMT ids, or full-vocabulary ids), from `start` seconds on."""
+    if str(out) != STDIO:
+        check_writable_target(Path(out), force=force)
+    read = read_midi(midi)
+    start_tick = round(start * TIME_RESOLUTION)
+    notes = shift_notes(read.notes, start_tick) if start_tick else read.notes
+    encoded = encode_notes(notes)
+    ids = [to_full(t) for t in encoded.tokens] if full_ids else encoded.tokens
+    write_tokens(out, ids, force=force)
+    base = summarize(encoded.notes)
+    return EncodeSummary(
+        **asdict(base),
+        tokens=len(ids),
+        dropped_late=encoded.dropped_late,
+        dropped_early=len(read.notes) - len(notes),
+        clipped_durations=encoded.clipped_durations,
+        unclosed=read.unclosed,
+        stray_offs=read.stray_offs,
+    )
