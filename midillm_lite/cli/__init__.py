@@ -45,6 +45,7 @@ def _register() -> None:
     from . import (
         codec_cmds,  # noqa: F401
         convert_cmds,  # noqa: F401
+        gen_cmds,  # noqa: F401
     )
 
 

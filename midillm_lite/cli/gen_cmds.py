@@ -1,0 +1,225 @@
+"""CLI verbs `gen` (text -> MIDI files) and `bench` (throughput table): thin layers over Generator and run_bench."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import UserError
+from ..outputs import DEFAULT_ROOT, new_output_dir, prepare_output_dir, write_output, write_prompt, write_stats
+from . import app
+from .progress import Progress
+
+EXIT_INTERRUPTED = 130
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+@app.command("gen")
+def gen_command(
+    prompt: Annotated[str | None, typer.Argument(metavar="PROMPT", help="What the music should be.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="GGUF file, registry name, or hub repo id (converted once).",
+            show_default="best model found locally",
+        ),
+    ] = None,
+    n_outputs: Annotated[int, typer.Option("--n-outputs", "-n", help="Outputs per prompt, decoded together.")] = 4,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Output folder (with several prompts: the folder their folders go in).",
+            show_default="a new folder under ./midillm-out/",
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature; 0 or less is greedy.", show_default="model's, 1.0")
+    ] = None,
+    top_p: Annotated[
+        float | None, typer.Option("--top-p", help="Nucleus sampling mass in (0, 1].", show_default="model's, 0.98")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Keep only the k likeliest tokens (0: off).")] = 0,
+    seed: Annotated[int | None, typer.Option(help="Random seed; recorded in the stats.", show_default="random")] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", help="New tokens per output (3 per note).", show_default="model's, 2046"),
+    ] = None,
+    seconds: Annotated[float | None, typer.Option(help="Stop an output once its music reaches this length.")] = None,
+    prompts_file: Annotated[
+        Path | None, typer.Option("--prompts-file", help="One prompt per line (# comments); the model loads once.")
+    ] = None,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="Prompt loop; the model loads once.")
+    ] = False,
+    device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = Device.auto,
+    gpu_layers: Annotated[
+        int | None, typer.Option("--gpu-layers", help="Layers to offload (-1: all).", show_default="all on a GPU")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.", show_default="physical cores")] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict/--free", help="Strict: well-formed notes only. Free: the reference's sampler.")
+    ] = True,
+    continue_from: Annotated[
+        Path | None, typer.Option("--continue", help="Continue this MIDI file; the output holds both.")
+    ] = None,
+    from_seconds: Annotated[
+        float | None, typer.Option("--from", help="With --continue: cut the piece here and continue from it.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Write into a non-empty --out folder.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print each generation's stats as one JSON line.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; errors only.")] = False,
+) -> None:
+    """Generate MIDI files from a text description (several outputs at once, offline)."""
+    from ..continuation import prepare_continuation
+    from ..generate import Generator
+
+    prompts = _prompts(prompt, prompts_file, interactive)
+    batch = prompts_file is not None or interactive
+    root = out or DEFAULT_ROOT
+    if not batch and out is not None:
+        prepare_output_dir(out, force=force)  # before loading: a bad folder fails fast
+    if from_seconds is not None and continue_from is None:
+        raise UserError("--from needs --continue FILE.mid")
+    continuation = prepare_continuation(continue_from, from_seconds=from_seconds) if continue_from else None
+    settings = dict(
+        n=n_outputs, seed=seed, temperature=temperature, top_p=top_p, top_k=top_k, strict=strict,
+        max_tokens=max_tokens, seconds=seconds, continuation=continuation,
+    )  # fmt: skip
+    with (
+        _terminate_as_interrupt(),
+        Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads) as gen,
+    ):
+        if not quiet and not as_json:
+            typer.echo(f"model: {gen.path} ({gen.info.quant}, {gen.model.n_threads} threads)", err=True)
+        for text in prompts:
+            where = out if out is not None and not batch else root
+            interrupted = _one(gen, text, where, batch or out is None, settings, as_json=as_json, quiet=quiet)
+            if interrupted:
+                raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_json: bool, quiet: bool) -> bool:
+    """Generate for one prompt and write its folder; True if interrupted (partial files written)."""
+    with Progress(settings["n"], enabled=not quiet and not as_json) as progress:
+        result = gen.generate(text, on_step=progress.update, **settings)
+    folder = new_output_dir(text, root=where) if new_folder else where
+    write_prompt(folder, text)
+    paths = []
+    for output in result.outputs:
+        midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=bool(output.rejected))
+        paths.append(midi_path)
+    stats = result.stats()
+    for entry, path in zip(stats["outputs"], paths, strict=True):
+        entry["file"] = str(path)
+    write_stats(folder, stats)
+    if as_json:
+        typer.echo(json.dumps({"folder": str(folder), **stats}))
+    elif not quiet:
+        Progress.final_table(result, paths, folder)
+    if result.interrupted:
+        typer.echo(f"interrupted: partial outputs written to {folder}", err=True)
+    return result.interrupted
+
+
+def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool) -> Iterator[str]:
+    given = sum(x for x in (prompt is not None, prompts_file is not None, interactive))
+    if given != 1:
+        raise UserError("give exactly one of: a PROMPT, --prompts-file FILE, or --interactive")
+    if prompt is not None:
+        return iter([prompt])
+    if prompts_file is not None:
+        return iter(_read_prompts(prompts_file))
+    return _ask()
+
+
+def _read_prompts(path: Path) -> list[str]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read prompts from {path}: {exc}") from exc
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise UserError(f"{path} holds no prompts (one per line; # starts a comment)")
+    return prompts
+
+
+def _ask() -> Iterator[str]:
+    """Prompts typed at the terminal until an empty line, EOF or Ctrl-C at the prompt."""
+    while True:
+        try:
+            text = input("describe the music (empty line to quit)> ")
+        except (EOFError, KeyboardInterrupt):
+            typer.echo("", err=True)
+            return
+        if not text.strip():
+            return
+        yield text
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM gets the Ctrl-C treatment: stop sampling, keep what was made."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command("bench")
+def bench_command(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="GGUF file, registry name or hub repo id.")] = None,
+    ns: Annotated[str, typer.Option("--n", help="Comma-separated numbers of parallel outputs.")] = "1,2,4,8",
+    steps: Annotated[int, typer.Option(min=4, help="Tokens generated per output for each n.")] = 96,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.", show_default="physical cores")] = None,
+    device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = Device.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Measure prompt and generation throughput for n = 1, 2, 4, 8 outputs decoded together."""
+    from ..bench import format_table, run_bench
+    from ..models import resolve_model
+
+    counts = _parse_counts(ns)
+    path = resolve_model(model)
+    rows = run_bench(path, ns=counts, steps=steps, threads=threads, device=device.value)
+    if as_json:
+        typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
+    else:
+        typer.echo(f"model: {path}")
+        typer.echo(format_table(rows))
+
+
+def _parse_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise UserError(f"--n takes comma-separated integers like 1,2,4,8, not {text!r}") from exc
+    if not counts or any(c < 1 for c in counts):
+        raise UserError(f"--n needs positive counts, not {text!r}")
+    return counts

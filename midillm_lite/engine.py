@@ -1,0 +1,458 @@
+"""llama.cpp for MIDI-LLM: loading a GGUF, building the prompt, and batched decoding of n sequences from one prompt.
+
+Uses llama-cpp-python's low-level API so one context can hold n sequences:
+the prompt is evaluated once for sequence 0, its KV cells are shared with the
+others (`llama_memory_seq_cp` on a unified cache), and each step is a single
+`llama_decode` carrying one token per live sequence. Only the MIDI slice of
+each logits row is read (a numpy view over llama.cpp's buffer, no copy);
+sampling.py picks the tokens.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+
+from . import sampling, vocab
+from .errors import UserError
+from .modelinfo import ModelInfo, read_model_info
+from .sampling import NoteState, SamplingParams
+
+log = logging.getLogger(__name__)
+llama_log = logging.getLogger("midillm_lite.llama")
+
+DEVICES = ("auto", "cpu", "gpu")
+ALL_LAYERS = -1  # llama.cpp: offload every layer
+CTX_ROUND = 256  # llama.cpp pads context sizes to this anyway
+MIN_UBATCH = 512  # llama.cpp's default micro-batch
+FLOAT_BYTES = ctypes.sizeof(ctypes.c_float)
+_MidiRow = ctypes.c_float * vocab.MIDI_VOCAB_SIZE
+# ggml_log_level: NONE, INFO, WARN, ERROR, DEBUG, CONT. Only errors reach a user; the rest is debug chatter.
+_GGML_ERROR = 3
+
+# (seq index, tokens generated so far, its note state) -> True to finish that sequence.
+StopPredicate = Callable[[int, list[int], NoteState], bool]
+
+
+# --- logging -------------------------------------------------------------------------------
+@llama_cpp.llama_log_callback
+def _route_llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # Called from C for every log line; keep it cheap and never let an exception escape into C.
+    try:
+        wanted = logging.WARNING if level == _GGML_ERROR else logging.DEBUG
+        if llama_log.isEnabledFor(wanted):
+            message = text.decode("utf-8", "replace").rstrip()
+            if message:
+                llama_log.log(wanted, "%s", message)
+    except Exception:  # a C callback must not raise
+        pass
+
+
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+# --- hardware ------------------------------------------------------------------------------
+def physical_cores() -> int:
+    """Physical cores this process may run on: llama.cpp gains nothing from SMT siblings."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            return len(cpus)
+    return max(1, len(cores))
+
+
+def gpu_layers(device: str, n_gpu_layers: int | None) -> int:
+    """Layers to offload for a --device choice; an explicit count wins."""
+    if device not in DEVICES:
+        raise UserError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    has_gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    if device == "gpu" and not has_gpu:
+        raise UserError(
+            "this llama.cpp build has no GPU support; use --device cpu or rebuild llama-cpp-python for your GPU"
+        )
+    if n_gpu_layers is not None:
+        return n_gpu_layers
+    if device == "cpu":
+        return 0
+    return ALL_LAYERS if has_gpu else 0
+
+
+# --- model ---------------------------------------------------------------------------------
+class Model:
+    """A loaded MIDI-LLM GGUF: its ModelInfo, the llama.cpp model and vocabulary, and one reusable context."""
+
+    def __init__(self, info: ModelInfo, handle, n_threads: int, n_gpu_layers: int, n_ctx: int | None, kv_unified: bool):
+        self.info = info
+        self.kv_unified = kv_unified
+        self.n_threads = n_threads
+        self.n_gpu_layers = n_gpu_layers
+        self.n_ctx_limit = n_ctx or info.context_length or info.train_context_length
+        self._handle = handle
+        self._vocab = llama_cpp.llama_model_get_vocab(handle)
+        self._context: _Context | None = None
+        # Contexts must go before their model, also when both are garbage-collected together.
+        self._live_contexts: list[_Context] = []
+        self._finalizer = weakref.finalize(self, _free_model, handle, self._live_contexts)
+
+    @property
+    def path(self) -> Path:
+        return self.info.path
+
+    def tokenize(self, text: str) -> list[int]:
+        """Plain-text tokenization (no BOS, special-token text stays text)."""
+        raw = text.encode("utf-8")
+        capacity = len(raw) + 8
+        for _ in range(2):
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self._vocab, raw, len(raw), buf, capacity, False, False)
+            if n >= 0:
+                return list(buf[:n])
+            capacity = -n  # llama.cpp says how much room it needs
+        raise RuntimeError(f"llama_tokenize failed for {len(raw)} bytes")
+
+    def bos_token(self) -> int:
+        bos = llama_cpp.llama_vocab_bos(self._vocab)
+        if bos < 0:
+            raise UserError(f"{self.path} has no beginning-of-text token; reconvert it with `midillm-lite convert`")
+        return bos
+
+    def context(self, n_seq: int, n_ctx: int, n_batch: int) -> _Context:
+        """A cleared context of exactly this shape; reused when the shape repeats, so reruns are bit-identical."""
+        if not self._finalizer.alive:
+            raise RuntimeError(f"{self.path} was closed; load it again")
+        shape = (n_seq, n_ctx, n_batch, self.kv_unified)
+        if self._context is not None and self._context.shape == shape:
+            self._context.clear()
+            return self._context
+        if self._context is not None:
+            self._context.close()
+            self._live_contexts.clear()
+            self._context = None
+        self._context = _Context(self, *shape)
+        self._live_contexts.append(self._context)
+        return self._context
+
+    def close(self) -> None:
+        """Free the context and the model; the object is unusable afterwards."""
+        self._context = None
+        self._finalizer()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _free_model(handle, contexts: list[_Context]) -> None:
+    for context in contexts:
+        context.close()
+    contexts.clear()
+    llama_cpp.llama_model_free(handle)
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    n_ctx: int | None = None,
+    n_threads: int | None = None,
+    n_gpu_layers: int | None = None,
+    device: str = "auto",
+    kv_unified: bool = True,
+) -> Model:
+    """Check that `path` is a MIDI-LLM GGUF, then load it with llama.cpp.
+
+    n_ctx caps prompt + continuation + new tokens per sequence (default: the
+    model's context length); contexts themselves are sized per generation.
+    n_gpu_layers overrides what `device` implies ("auto": all layers on a GPU
+    build, else none). kv_unified=False gives each sequence its own cache
+    stream: the prompt is copied n times, but attention no longer spans the
+    other sequences' cells (cheaper for many long sequences).
+    """
+    info = read_model_info(path)
+    layers = gpu_layers(device, n_gpu_layers)
+    threads = n_threads or physical_cores()
+    if threads < 1:
+        raise UserError(f"threads must be at least 1, not {threads}")
+    if n_ctx is not None and n_ctx < 1:
+        raise UserError(f"context size must be positive, not {n_ctx}")
+    _init_backend()
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = layers
+    handle = llama_cpp.llama_model_load_from_file(str(info.path).encode(), params)
+    if not handle:
+        raise UserError(f"llama.cpp could not load {info.path}; run with --verbose for its log")
+    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(handle))
+    if n_vocab != vocab.FULL_VOCAB_SIZE:
+        llama_cpp.llama_model_free(handle)
+        raise UserError(f"{info.path} has {n_vocab} tokens in llama.cpp's eyes, not {vocab.FULL_VOCAB_SIZE}")
+    log.debug("loaded %s: %d threads, %d GPU layers", info.path, threads, layers)
+    return Model(info, handle, threads, layers, n_ctx, kv_unified)
+
+
+# --- context -------------------------------------------------------------------------------
+class _Context:
+    """One llama.cpp context plus a reusable batch; sequences 0..n_seq-1."""
+
+    def __init__(self, model: Model, n_seq: int, n_ctx: int, n_batch: int, unified: bool):
+        self.shape = (n_seq, n_ctx, n_batch, unified)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = min(n_batch, MIN_UBATCH)
+        params.n_seq_max = n_seq
+        # Unified: the prompt's cells are shared, not copied, but every sequence's attention spans all cells.
+        params.kv_unified = unified
+        params.n_threads = params.n_threads_batch = model.n_threads
+        params.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(model._handle, params)
+        if not self.ctx:
+            raise UserError(
+                f"llama.cpp could not create a {n_ctx}-token context for {n_seq} sequences (out of memory?)"
+            )
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self._finalizer = weakref.finalize(self, _free_context, self.ctx, self.batch)
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.memory, True)
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def decode(self, items: Sequence[tuple[int, int, int, bool]]) -> None:
+        """One llama_decode of (token, position, seq, wants logits) items, in this order in the batch."""
+        batch = self.batch
+        for i, (token, pos, seq, logits) in enumerate(items):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq
+            batch.logits[i] = logits
+        batch.n_tokens = len(items)
+        code = llama_cpp.llama_decode(self.ctx, batch)
+        if code == 1:
+            raise UserError("llama.cpp ran out of context space; lower --max-tokens or the number of outputs")
+        if code != 0:
+            raise RuntimeError(f"llama_decode failed with code {code}")
+
+    def midi_logits(self, i: int) -> np.ndarray:
+        """A float32 view of the MIDI slice of batch item i's logits; valid until the next decode."""
+        row = llama_cpp.llama_get_logits_ith(self.ctx, i)
+        if not row:
+            raise RuntimeError(f"llama.cpp returned no logits for batch item {i}")
+        address = ctypes.addressof(row.contents) + vocab.TEXT_VOCAB_SIZE * FLOAT_BYTES
+        return np.ctypeslib.as_array(_MidiRow.from_address(address))
+
+    def share_prefix(self, n_seq: int) -> None:
+        """Give sequences 1..n_seq-1 sequence 0's cells (the whole prompt)."""
+        for seq in range(1, n_seq):
+            llama_cpp.llama_memory_seq_cp(self.memory, 0, seq, -1, -1)
+
+
+def _free_context(ctx, batch) -> None:
+    llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(ctx)
+
+
+def round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+# --- prompt --------------------------------------------------------------------------------
+def build_prompt(model: Model, description: str) -> list[int]:
+    """[BOS] + tokens of system prompt + description + " " + [AUTOREGRESS], all taken from the GGUF.
+
+    The description is tokenized as text, so typing "<|eot_id|>" cannot inject a control token.
+    """
+    if not description or not description.strip():
+        raise UserError('the description is empty; describe the music, e.g. "a cheerful piano melody"')
+    info = model.info
+    tokens = [model.bos_token(), *model.tokenize(info.system_prompt + description + " "), info.autoregress_token_id]
+    if len(tokens) >= model.n_ctx_limit:
+        raise UserError(
+            f"the prompt is {len(tokens)} tokens but the context holds {model.n_ctx_limit}; shorten the description"
+        )
+    return tokens
+
+
+# --- generation ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepEvent:
+    """One decoding step: the token each live sequence got, and where the time went."""
+
+    step: int
+    tokens: list[tuple[int, int]]  # (sequence index, AMT id)
+    decode_s: float  # inside llama_decode (0 for step 0, which reuses the prompt's logits)
+    sample_s: float
+
+
+@dataclass
+class Timings:
+    prompt_tokens: int = 0
+    prompt_s: float = 0.0
+    decode_s: float = 0.0  # inside llama_decode, generation steps only
+    sample_s: float = 0.0  # masks + sampling + state updates
+    steps_s: float = 0.0  # wall time of the generation steps, everything included
+    steps: int = 0
+    generated: int = 0  # tokens over all sequences
+
+    @property
+    def overhead_fraction(self) -> float:
+        """Share of step time spent outside llama_decode (sampling and Python)."""
+        return 1.0 - self.decode_s / self.steps_s if self.steps_s > 0 else 0.0
+
+
+@dataclass
+class Generation:
+    """n sequences decoded from one prompt. Iterate it for StepEvents; tokens accumulate here as they come.
+
+    Interrupting the iteration (e.g. KeyboardInterrupt) leaves everything generated so far in `tokens`.
+    """
+
+    model: Model = field(repr=False)
+    prompt_tokens: list[int]
+    n: int
+    params: SamplingParams
+    seed: int
+    max_new_tokens: int
+    prefix_amt: tuple[int, ...] = ()
+    stop: StopPredicate | None = None
+    tokens: list[list[int]] = field(default_factory=list)  # per sequence, AMT ids after the prefix
+    finished: list[bool] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+
+    def __iter__(self) -> Iterator[StepEvent]:
+        return self._run()
+
+    def run(self) -> Generation:
+        """Decode to the end without looking at the steps."""
+        for _ in self:
+            pass
+        return self
+
+    @property
+    def done(self) -> bool:
+        return bool(self.finished) and all(self.finished)
+
+    def _run(self) -> Iterator[StepEvent]:
+        prompt = [*self.prompt_tokens, *(vocab.to_full(t) for t in self.prefix_amt)]
+        ctx = self.model.context(
+            self.n, *context_shape(len(prompt), self.n, self.max_new_tokens, self.model.kv_unified)
+        )
+        states = [NoteState().extend(self.prefix_amt) for _ in range(self.n)]
+        rngs = sampling.sequence_rngs(self.seed, self.n)
+        self.tokens = [[] for _ in range(self.n)]
+        self.finished = [self.max_new_tokens <= 0] * self.n
+        t = self.timings = Timings(prompt_tokens=len(prompt))
+
+        start = time.perf_counter()
+        ctx.decode([(tok, pos, 0, pos == len(prompt) - 1) for pos, tok in enumerate(prompt)])
+        ctx.share_prefix(self.n)
+        t.prompt_s = time.perf_counter() - start
+        if self.done:
+            return
+        rows = [ctx.midi_logits(len(prompt) - 1)] * self.n
+        live = list(range(self.n))
+        for step in range(self.max_new_tokens):
+            step_start = time.perf_counter()
+            decode_s = 0.0
+            if step > 0:
+                ctx.decode([(vocab.to_full(self.tokens[s][-1]), len(prompt) + step - 1, s, True) for s in live])
+                decode_s = time.perf_counter() - step_start
+                rows = [ctx.midi_logits(i) for i in range(len(live))]
+            sample_start = time.perf_counter()
+            picked = [self._advance(s, row, states[s], rngs[s]) for s, row in zip(live, rows, strict=True)]
+            now = time.perf_counter()
+            t.decode_s += decode_s
+            t.sample_s += now - sample_start
+            t.steps_s += now - step_start
+            t.steps += 1
+            t.generated += len(picked)
+            live = [s for s in live if not self.finished[s]]
+            yield StepEvent(step, picked, decode_s, now - sample_start)
+            if not live:
+                break
+
+    def _advance(self, seq: int, row: np.ndarray, state: NoteState, rng: np.random.Generator) -> tuple[int, int]:
+        amt_id = sampling.sample_next(row, state, self.params, rng)
+        state.update(amt_id)
+        out = self.tokens[seq]
+        out.append(amt_id)
+        if len(out) >= self.max_new_tokens or (self.stop is not None and self.stop(seq, out, state)):
+            self.finished[seq] = True
+        return seq, amt_id
+
+
+def context_shape(n_prompt: int, n: int, max_new_tokens: int, unified: bool = True) -> tuple[int, int]:
+    """(n_ctx, n_batch): a unified cache holds the prompt once plus each sequence's tokens; split ones hold n copies."""
+    new = max(max_new_tokens, 1)
+    n_ctx = round_up(n_prompt + n * new, CTX_ROUND) if unified else n * round_up(n_prompt + new, CTX_ROUND)
+    return n_ctx, max(n_prompt, n)
+
+
+def generate_tokens(
+    model: Model,
+    prompt_tokens: Sequence[int],
+    *,
+    n: int = 1,
+    params: SamplingParams | None = None,
+    seed: int | None = None,
+    max_new_tokens: int | None = None,
+    prefix_amt: Sequence[int] = (),
+    stop: StopPredicate | None = None,
+) -> Generation:
+    """Set up n sequences continuing `prompt_tokens` (+ `prefix_amt`, AMT ids); iterate the result to decode.
+
+    seed=None draws one and records it in `Generation.seed`, so any run can be repeated.
+    """
+    params = (params or SamplingParams()).validate()
+    if not 1 <= n <= llama_cpp.llama_max_parallel_sequences():
+        raise UserError(f"the number of outputs must be 1..{llama_cpp.llama_max_parallel_sequences()}, not {n}")
+    max_new = model.info.max_new_tokens if max_new_tokens is None else max_new_tokens
+    if max_new < 0:
+        raise UserError(f"max new tokens must not be negative, not {max_new}")
+    prefix = tuple(int(t) for t in prefix_amt)
+    bad = [t for t in prefix if not 0 <= t < vocab.SEPARATOR]
+    if bad:
+        raise UserError(f"continuation token {bad[0]} is not an AMT event or control id (0..{vocab.SEPARATOR - 1})")
+    needed = len(prompt_tokens) + len(prefix) + max_new
+    if needed > model.n_ctx_limit:
+        raise UserError(
+            f"prompt ({len(prompt_tokens)}) + continuation ({len(prefix)}) + new tokens ({max_new}) = {needed} "
+            f"exceeds the context of {model.n_ctx_limit} tokens; lower --max-tokens or shorten the input"
+        )
+    return Generation(
+        model=model,
+        prompt_tokens=list(prompt_tokens),
+        n=n,
+        params=params,
+        seed=sampling.fresh_seed() if seed is None else seed,
+        max_new_tokens=max_new,
+        prefix_amt=prefix,
+        stop=stop,
+    )

@@ -1,0 +1,216 @@
+"""Constrained decoding over the MIDI slice of the logits: slot masks, note bookkeeping and nucleus sampling.
+
+Everything here works on AMT ids (0..MIDI_VOCAB_SIZE-1); the engine slices the
+logits row at TEXT_VOCAB_SIZE and adds it back. Strict mode forces the AMT
+triplet grammar (arrival time, duration, instrument-pitch), keeps onsets
+monotone and caps the instrument count at what a MIDI file can hold (15
+melodic channels plus drums). Free mode reproduces the reference sampler,
+which allows every AMT id below SEPARATOR at every position.
+
+Masks are never materialised as 55k-element arrays: each position allows one
+or a few contiguous id ranges, and sampling works on views of those ranges.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UserError
+from .vocab import (
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    DRUM_INSTRUMENT,
+    DUR_OFFSET,
+    MAX_PITCH,
+    NOTE_OFFSET,
+    REST,
+    SEPARATOR,
+    TIME_OFFSET,
+    TOKENS_PER_NOTE,
+)
+
+# The reference rejects a sample whose busiest onset carries more than this many notes.
+MAX_SIMULTANEOUS_NOTES = 64
+# A General MIDI file has 16 channels, one of them (channel 10) reserved for drums.
+MAX_MELODIC_INSTRUMENTS = 15
+SLOT_TIME, SLOT_DURATION, SLOT_NOTE = range(TOKENS_PER_NOTE)
+# Nucleus search starts from this many top candidates and widens by NUCLEUS_GROWTH until the nucleus fits.
+NUCLEUS_FIRST_K = 64
+NUCLEUS_GROWTH = 8
+
+Range = tuple[int, int]  # [start, end) in AMT ids
+FREE_RANGES: tuple[Range, ...] = ((0, SEPARATOR),)
+DURATION_RANGES: tuple[Range, ...] = ((DUR_OFFSET, NOTE_OFFSET),)
+NOTE_RANGES: tuple[Range, ...] = ((NOTE_OFFSET, REST),)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each token.
+
+    temperature <= 0 means greedy (argmax over the allowed ids); top_p = 1 and
+    top_k = 0 switch those filters off. strict=False is the reference's free mode.
+    """
+
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = 0
+    strict: bool = True
+
+    def validate(self) -> SamplingParams:
+        if not math.isfinite(self.temperature):
+            raise UserError(f"temperature must be a finite number, not {self.temperature}; try 1.0")
+        if not (0.0 < self.top_p <= 1.0):  # also rejects NaN
+            raise UserError(f"top-p must be in (0, 1], not {self.top_p}; 1 switches it off")
+        if self.top_k < 0:
+            raise UserError(f"top-k must be 0 (off) or positive, not {self.top_k}")
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+def instrument_of(amt_id: int) -> int:
+    """The AMT instrument (GM program, or DRUM_INSTRUMENT) of an instrument-pitch token."""
+    return (amt_id - NOTE_OFFSET) // MAX_PITCH
+
+
+def note_range(instrument: int) -> Range:
+    start = NOTE_OFFSET + instrument * MAX_PITCH
+    return (start, start + MAX_PITCH)
+
+
+@dataclass
+class NoteState:
+    """What one sequence has produced so far, as far as the strict masks need it."""
+
+    position: int = 0  # tokens seen, prefix included; position % 3 is the slot
+    last_onset: int = 0  # latest arrival time, in ticks
+    instruments: set[int] = field(default_factory=set)  # melodic instruments in use
+    drums: bool = False
+
+    @property
+    def slot(self) -> int:
+        return self.position % TOKENS_PER_NOTE
+
+    def update(self, amt_id: int) -> None:
+        # Classify by token kind, not slot, so free-mode and continuation tokens keep the state honest too.
+        if TIME_OFFSET <= amt_id < DUR_OFFSET:
+            self.last_onset = max(self.last_onset, amt_id - TIME_OFFSET)
+        elif NOTE_OFFSET <= amt_id < REST:
+            instrument = instrument_of(amt_id)
+            if instrument == DRUM_INSTRUMENT:
+                self.drums = True
+            else:
+                self.instruments.add(instrument)
+        self.position += 1
+
+    def extend(self, amt_ids: Iterable[int]) -> NoteState:
+        for amt_id in amt_ids:
+            self.update(int(amt_id))
+        return self
+
+
+def allowed_ranges(state: NoteState, strict: bool = True) -> tuple[Range, ...]:
+    """The AMT id ranges allowed at the next position, sorted and disjoint."""
+    if not strict:
+        return FREE_RANGES
+    slot = state.slot
+    if slot == SLOT_TIME:
+        return ((TIME_OFFSET + state.last_onset, DUR_OFFSET),)
+    if slot == SLOT_DURATION:
+        return DURATION_RANGES
+    if len(state.instruments) < MAX_MELODIC_INSTRUMENTS:
+        return NOTE_RANGES
+    # Full: only instruments already playing, plus drums (which have their own channel).
+    return tuple(note_range(i) for i in sorted(state.instruments | {DRUM_INSTRUMENT}))
+
+
+def is_allowed(amt_id: int, ranges: Sequence[Range]) -> bool:
+    return any(lo <= amt_id < hi for lo, hi in ranges)
+
+
+def gather(row: np.ndarray, ranges: Sequence[Range]) -> tuple[np.ndarray, np.ndarray | int]:
+    """Candidate logits and their ids: a view plus an offset for one range, copies for several."""
+    if len(ranges) == 1:
+        lo, hi = ranges[0]
+        return row[lo:hi], lo
+    values = np.concatenate([row[lo:hi] for lo, hi in ranges])
+    ids = np.concatenate([np.arange(lo, hi) for lo, hi in ranges])
+    return values, ids
+
+
+def sample_next(row: np.ndarray, state: NoteState, params: SamplingParams, rng: np.random.Generator) -> int:
+    """Pick the next AMT id from a MIDI logits row (index = AMT id) under the state's mask; does not update state."""
+    values, ids = gather(row, allowed_ranges(state, params.strict))
+    local = pick(values, params, rng)
+    return int(ids + local) if isinstance(ids, int) else int(ids[local])
+
+
+def pick(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
+    """Index into `logits` chosen by greedy, or temperature + top-k + top-p sampling."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if np.isnan(logits).any():  # a broken model must not crash the sampler; NaN never wins
+        logits = np.where(np.isnan(logits), -np.inf, logits)
+    best = int(np.argmax(logits))
+    top = logits[best]
+    if params.greedy or not np.isfinite(top):
+        return best
+    subset = None
+    if 0 < params.top_k < logits.size:
+        subset = np.argpartition(logits, logits.size - params.top_k)[-params.top_k :]
+        logits = logits[subset]
+        top = logits.max()
+    # Subtracting the max first keeps exp() in range; the best token always weighs exactly 1.
+    weights = np.exp((logits - top) / params.temperature)
+    order, cumulative = nucleus(weights, params.top_p)
+    u = rng.random() * cumulative[-1]
+    chosen = int(order[min(int(np.searchsorted(cumulative, u, side="right")), order.size - 1)])
+    return chosen if subset is None else int(subset[chosen])
+
+
+def nucleus(weights: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the smallest top set whose mass reaches top_p of the total (at least one), and their cumsum.
+
+    Sorts only the top NUCLEUS_FIRST_K candidates and widens when they fall
+    short, so a peaked distribution never pays for a full 10k-element sort.
+    """
+    n = weights.size
+    if top_p >= 1.0:
+        order = np.arange(n)
+        return order, np.cumsum(weights)
+    target = top_p * float(weights.sum())
+    k = min(n, NUCLEUS_FIRST_K)
+    while True:
+        if k >= n:
+            order = np.argsort(-weights, kind="stable")
+        else:
+            part = np.argpartition(weights, n - k)[n - k :]
+            order = part[np.argsort(-weights[part], kind="stable")]
+        cumulative = np.cumsum(weights[order])
+        if cumulative[-1] >= target or k >= n:
+            cut = min(int(np.searchsorted(cumulative, target, side="left")) + 1, order.size)
+            return order[:cut], cumulative[:cut]
+        k = min(n, k * NUCLEUS_GROWTH)
+
+
+def sequence_rngs(seed: int, n: int) -> list[np.random.Generator]:
+    """One generator per sequence; sequence i's stream depends only on (seed, i), not on n."""
+    root = np.random.SeedSequence(seed)
+    return [np.random.default_rng(np.random.SeedSequence(root.entropy, spawn_key=(i,))) for i in range(n)]
+
+
+def fresh_seed() -> int:
+    """A random seed to record when the caller gave none, so the run can be repeated."""
+    return int(np.random.SeedSequence().entropy % (1 << 63))
+
+
+def too_many_simultaneous(amt_tokens: Sequence[int] | np.ndarray, limit: int = MAX_SIMULTANEOUS_NOTES) -> bool:
+    """The reference's rejection test: more than `limit` tokens share one value at the arrival-time slots."""
+    times = np.asarray(amt_tokens, dtype=np.int64)[SLOT_TIME::TOKENS_PER_NOTE]
+    return bool(times.size) and int(np.bincount(times).max()) > limit
