@@ -30,3 +30,17 @@ clean:
 # Converts a full-size random-weight checkpoint (~2.7 GB, built in a temp dir) to every type; updates BENCHMARKS.md.
 bench-convert: $(STAMP)
 	$(PY) scripts/bench_convert.py --threads 1
+
+# The reference path (transformers + torch, CPU wheel) lives in its own venv: neither the runtime nor the tests need torch.
+REF_VENV := $(HOME)/.cache/midillm-lite/ref-venv
+REF_STAMP := $(REF_VENV)/.installed
+
+$(REF_STAMP):
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/pip install --quiet torch==2.13.0 'transformers>=4.45' safetensors
+	touch $@
+
+# Generation throughput for n = 1, 2, 4, 8 on a full-size random-weight Q4_K_M model, against the reference's
+# transformers path on the same weights; updates BENCHMARKS.md.
+bench: $(STAMP) $(REF_STAMP)
+	$(PY) scripts/bench_gen.py --full --write --steps 256 --reference-python $(REF_VENV)/bin/python

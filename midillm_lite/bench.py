@@ -63,9 +63,10 @@ def run_bench(
     threads: int | None = None,
     device: str = "auto",
     params: SamplingParams | None = None,
+    kv_unified: bool = True,
 ) -> list[BenchRow]:
     """Generate `steps` tokens per sequence for each n in `ns` and time it; one row per n."""
-    with engine.load_model(model_path, n_threads=threads, device=device) as model:
+    with engine.load_model(model_path, n_threads=threads, device=device, kv_unified=kv_unified) as model:
         prompt = engine.build_prompt(model, BENCH_DESCRIPTION)
         engine.generate_tokens(model, prompt, n=1, seed=BENCH_SEED, max_new_tokens=WARMUP_STEPS).run()
         return [bench_one(model, prompt, n, steps, params) for n in ns]

@@ -456,3 +456,12 @@ def generate_tokens(
         prefix_amt=prefix,
         stop=stop,
     )
+
+
+def backend_description() -> str:
+    """What this llama.cpp build can run on: GPU offload or CPU only, and the CPU features it was compiled for."""
+    _init_backend()
+    features = llama_cpp.llama_print_system_info().decode(errors="replace")
+    cpu = " ".join(part.split("=")[0].strip() for part in features.split("|") if part.strip().endswith("= 1"))
+    where = "GPU offload available" if llama_cpp.llama_supports_gpu_offload() else "CPU only"
+    return f"llama-cpp-python {llama_cpp.__version__}, {where}; CPU: {cpu.removeprefix('CPU : ')}"

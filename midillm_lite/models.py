@@ -40,8 +40,9 @@ def user_model_dir() -> Path:
     return Path(os.environ.get(HOME_ENV) or DEFAULT_HOME).expanduser() / "models"
 
 
-def registry(path: Path = REGISTRY) -> list[RegistryEntry]:
+def registry(path: Path | None = None) -> list[RegistryEntry]:
     """Registry entries, best first; an absent registry is empty, a broken one an error."""
+    path = path or REGISTRY
     if not path.is_file():
         return []
     try:

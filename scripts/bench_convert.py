@@ -158,14 +158,14 @@ def markdown(results: list[dict], *, source_gb: float, threads: int, build_s: fl
     return "\n".join(lines) + "\n"
 
 
-def update_benchmarks(section: str) -> None:
-    """Replace (or append) the Conversion section, leaving the rest of BENCHMARKS.md as it is."""
+def update_benchmarks(section: str, title: str = SECTION) -> None:
+    """Replace (or append) one `## ` section, leaving the rest of BENCHMARKS.md as it is."""
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
+    start = text.find(title)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + len(SECTION))
+        end = text.find("\n## ", start + len(title))
         text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
     tmp = BENCHMARKS.with_suffix(".md.tmp")
     tmp.write_text(text)

@@ -217,3 +217,13 @@ def test_interrupt_keeps_partial_outputs(model, tmp_path, sig):
         assert 0 < len(tokens) < 2046
         assert len(read_midi(out / f"gen_{i}.mid").notes) == len(decode_tokens(tokens).notes)
     assert not list(out.glob(".*.part"))
+
+
+def test_bench_prints_a_row_per_n(model, capsys):
+    code, stdout, stderr = run_cli(["bench", "-m", model, "--n", "1,2", "--steps", "6", "--threads", "1", "--json"],
+                                   capsys)  # fmt: skip
+    rows = json.loads(stdout)
+    assert code == 0, stderr
+    assert [r["n"] for r in rows] == [1, 2] and all(r["gen_tps"] > 0 for r in rows)
+    code, _, stderr = run_cli(["bench", "-m", model, "--n", "0,x"], capsys)
+    assert code == 2 and "--n takes comma-separated integers" in stderr

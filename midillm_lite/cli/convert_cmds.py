@@ -19,6 +19,7 @@ from . import app
 QuantChoice = Enum("QuantChoice", {name: name for name in QUANT_NAMES}, type=str)  # typer shows the choices
 DEFAULT_CHOICE = QuantChoice(DEFAULT_QUANT)
 MIB = 1024 * 1024
+INFO_WIDTH = 17  # the longest row name, "autoregress token"
 
 
 @app.command("convert")
@@ -84,8 +85,14 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
 ) -> None:
     """Describe a MIDI-LLM GGUF: its midillm.* keys, quantization, tensors and size (fails on other GGUFs)."""
+    from ..engine import backend_description  # loads llama.cpp: only here, not for every verb
+
     info = read_model_info(model)
-    typer.echo(json.dumps(info.to_dict(), indent=2) if as_json else format_info(info))
+    backend = backend_description()
+    if as_json:
+        typer.echo(json.dumps({**info.to_dict(), "backend": backend}, indent=2))
+    else:
+        typer.echo(format_info(info) + f"\n{'backend':<{INFO_WIDTH}}  {backend}")
 
 
 def format_info(info: ModelInfo) -> str:
@@ -104,5 +111,4 @@ def format_info(info: ModelInfo) -> str:
         ("source", f"{info.source_repo} @ {info.source_revision}"),
         ("converter", info.converter_version),
     ]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+    return "\n".join(f"{name:<{INFO_WIDTH}}  {value}" for name, value in rows)

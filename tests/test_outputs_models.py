@@ -1,0 +1,134 @@
+"""Output folders (names, refusal, concurrency), model resolution (registry, paths, repo ids), continuation windows."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from midillm_lite import models
+from midillm_lite.codec import Note
+from midillm_lite.continuation import _last_window, prepare_continuation
+from midillm_lite.errors import UserError
+from midillm_lite.outputs import new_output_dir, prepare_output_dir, slug
+from midillm_lite.vocab import DUR_OFFSET, NOTE_OFFSET
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("A cheerful rock song with bright electric guitars", "a-cheerful-rock-song-with-bright"),
+        ("Café déjà vu!", "cafe-deja-vu"),
+        ("../../etc/passwd", "etc-passwd"),
+        ("♪♪♪", "music"),
+        ("", "music"),
+    ],
+)
+def test_slug(prompt, expected):
+    assert slug(prompt) == expected
+
+
+def test_new_folders_never_collide(tmp_path):
+    made: list[Path] = []
+    threads = [threading.Thread(target=lambda: made.append(new_output_dir("same", root=tmp_path, now=0)))
+               for _ in range(8)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == 8 and all(p.parent == tmp_path and p.is_dir() for p in made)
+
+
+def test_prepare_output_dir(tmp_path):
+    assert prepare_output_dir(tmp_path / "new", force=False).is_dir()
+    (tmp_path / "new" / "x").write_text("x")
+    with pytest.raises(UserError, match="not empty"):
+        prepare_output_dir(tmp_path / "new", force=False)
+    assert prepare_output_dir(tmp_path / "new", force=True) == tmp_path / "new"
+    with pytest.raises(UserError, match="is a file"):
+        prepare_output_dir(tmp_path / "new" / "x", force=True)
+
+
+@pytest.fixture
+def model_dirs(tmp_path, monkeypatch):
+    repo = tmp_path / "repo_models"
+    repo.mkdir()
+    (repo / "registry.json").write_text(json.dumps({"models": {
+        "best": {"repo": "o/r", "quant": "q8_0", "file": "best.gguf"},
+        "small": {"repo": "o/r", "quant": "q4_k_m", "file": "small.gguf"},
+    }}))  # fmt: skip
+    monkeypatch.setattr(models, "REPO_MODELS", repo)
+    monkeypatch.setattr(models, "REGISTRY", repo / "registry.json")
+    monkeypatch.setenv("MIDILLM_HOME", str(tmp_path / "home"))
+    return repo, tmp_path / "home" / "models"
+
+
+def test_default_is_the_best_present(model_dirs):
+    repo, home = model_dirs
+    with pytest.raises(UserError, match="no model found"):
+        models.resolve_model(None)
+    home.mkdir(parents=True)
+    (home / "small.gguf").write_bytes(b"x")
+    assert models.resolve_model(None) == home / "small.gguf"
+    (repo / "best.gguf").write_bytes(b"x")
+    assert models.resolve_model(None) == repo / "best.gguf"
+    assert models.resolve_model("small") == home / "small.gguf"
+
+
+def test_names_that_are_not_models(model_dirs, tmp_path):
+    for name, message in [
+        ("../../best", "no such model file"),
+        ("/abs/missing.gguf", "no such model file"),
+        ("nonsense", "is not a model file, a registry name (best, small)"),
+        (str(tmp_path), "is a folder"),
+    ]:
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            models.resolve_model(name)
+
+
+def test_hub_ids_offline_say_how_to_convert(model_dirs):
+    with pytest.raises(UserError, match="midillm-lite convert o/r -q q8_0"):
+        models.resolve_model("best", allow_download=False)
+    assert models.is_repo_id("slseanwu/MIDI-LLM_Llama-3.2-1B")
+    assert not models.is_repo_id("../x") and not models.is_repo_id("a/../b") and not models.is_repo_id("a/b/c")
+
+
+def test_window_takes_the_last_notes_within_both_limits():
+    notes = [Note(100 * i, 50, 0, 60) for i in range(10)]
+    assert _last_window(notes, max_notes=3, max_span=10_000) == notes[-3:]
+    assert _last_window(notes, max_notes=100, max_span=250) == notes[-3:]  # onsets 700..900 span 200
+    assert _last_window(notes[:1], max_notes=5, max_span=0) == notes[:1]
+
+
+def test_continuation_of_a_long_piece():
+    c = prepare_continuation(DATA / "strawberry.mid")  # 270 s: past AMT's 100 s
+    assert 0 < len(c.prefix) <= 1023 and len(c.prefix) % 3 == 0
+    assert c.window_start > 10_000 and c.prefix[0] == 0  # relative: the window starts at time 0
+    back = c.reassemble([Note(0, 10, 0, 60)])
+    assert back[-1] == Note(c.window_start, 10, 0, 60) and len(back) == len(c.notes) + 1
+
+
+def test_continuation_errors(tmp_path):
+    with pytest.raises(UserError, match="no notes before 0"):
+        prepare_continuation(DATA / "strawberry.mid", from_seconds=0)
+    with pytest.raises(UserError, match="must not be negative"):
+        prepare_continuation(DATA / "strawberry.mid", from_seconds=-1)
+    with pytest.raises(UserError, match="no such file"):
+        prepare_continuation(tmp_path / "none.mid")
+
+
+def test_a_sample_the_reference_rejects_is_kept_under_rejected(tmp_path):
+    from midillm_lite.generate import _make_output
+    from midillm_lite.outputs import write_output
+
+    crowded = [t for pitch in range(65) for t in (0, DUR_OFFSET + 10, NOTE_OFFSET + pitch)]  # 65 notes at time 0
+    output = _make_output(0, crowded, None, partial=False)
+    assert output.rejected and "more than 64 notes at one onset" in output.rejected
+    assert output.summary.notes == 65 and not output.summary.repairs
+    midi_path, tokens_path = write_output(tmp_path, output.index, output.tokens, output.midi, rejected=True)
+    assert midi_path == tmp_path / "rejected" / "gen_1.mid" and tokens_path.read_text().count("\n") == 195
+    assert _make_output(0, crowded[:-3], None, partial=False).rejected is None  # 64 is still fine
