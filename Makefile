@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LLAMA_CPP_VERSION := 0.3.36
 STAMP := $(VENV)/.midillm-installed
 
-.PHONY: install test lint bench bench-convert clean
+.PHONY: install test lint bench bench-convert bench-layout fuzz clean
 
 install: $(STAMP)
 
@@ -19,6 +19,12 @@ $(STAMP): pyproject.toml scripts/install-llama.sh
 
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+# The fuzz harnesses (tests/fuzz/) with a large example budget: 20,000 per harness (2,000 for the real-model GGUF
+# harnesses and 5,000 for the typed-key one, which cost more per run); about 15 minutes on 2 cores. Statistics
+# per harness (examples, time) are printed at the end; RELIABILITY.md records them.
+fuzz: $(STAMP)
+	MIDILLM_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest tests/fuzz -q -p no:cacheprovider --hypothesis-show-statistics
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,8 @@ import numpy as np
 from midillm_lite import __version__, gguf_keys, vocab
 from midillm_lite.errors import UserError
 from midillm_lite.fsutil import atomic_path, check_writable_target
+from midillm_lite.layouts import LAYOUT_MIDI_HEAD, LAYOUT_STANDARD, LAYOUTS, companion_path
+from midillm_lite.modelinfo import read_model_info
 
 from .source import Checkpoint, open_checkpoint
 from .tensors import ARCH, EMBEDDING_NAME, OUTPUT_NAME, TensorJob, plan_tensors
@@ -30,7 +32,6 @@ log = logging.getLogger(__name__)
 
 Q = gguf.GGMLQuantizationType
 F = gguf.LlamaFileType
-LAYOUT_STANDARD = "standard"  # the full 183,286-token vocabulary, as trained
 BLOCK_BYTES = 64 * 1024 * 1024  # float32 working set per block of rows: bounds peak memory
 DEFAULT_QUANT = "q4_k_m"
 
@@ -74,6 +75,8 @@ class ConvertResult:
     source_repo: str
     source_revision: str
     midi_tokens_named: int  # MIDI ids that tokenizer.json lacked and got AMT names
+    layout: str = LAYOUT_STANDARD
+    companion: Path | None = None  # midi-head: the text companion written beside `path`
 
 
 def convert(
@@ -84,8 +87,18 @@ def convert(
     force: bool = False,
     threads: int | None = None,
     progress: ProgressCallback | None = None,
+    layout: str = LAYOUT_STANDARD,
 ) -> ConvertResult:
-    """Convert a MIDI-LLM checkpoint (local folder or hub repo id) to a GGUF file at `out`."""
+    """Convert a MIDI-LLM checkpoint (local folder or hub repo id) to a GGUF file at `out`.
+
+    layout="midi-head" writes the MIDI-only model and its text companion (convert/layout.py);
+    its SOURCE may also be a standard-layout GGUF, which is split as it is.
+    """
+    if layout != LAYOUT_STANDARD:
+        return _convert_midi_head(source, Path(out), quant=quant, force=force, threads=threads,
+                                  progress=progress, layout=layout)  # fmt: skip
+    if str(source).endswith(".gguf"):
+        raise UserError(f"{source} is already a GGUF; `--layout {LAYOUT_MIDI_HEAD}` is the only conversion of one")
     spec, quant = quant_spec(quant), quant.lower()
     out = Path(out)
     check_writable_target(out, force=force)
@@ -119,6 +132,36 @@ def convert(
     )
     log.info("wrote %s (%s, %d bytes) in %.1f s", out, quant, result.file_size, result.seconds)
     return result
+
+
+def _convert_midi_head(
+    source: str | os.PathLike[str], out: Path, *, quant: str, force: bool, threads: int | None,
+    progress: ProgressCallback | None, layout: str,
+) -> ConvertResult:  # fmt: skip
+    from .layout import split_midi_head
+
+    if layout != LAYOUT_MIDI_HEAD:
+        raise UserError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    check_writable_target(out, force=force)
+    check_writable_target(companion_path(out), force=force)
+    started = time.monotonic()
+    if str(source).endswith(".gguf") and Path(source).is_file():
+        standard = Path(source)
+        info = read_model_info(standard)
+        companion = split_midi_head(standard, out, force=force)
+        repo, revision, named = info.source_repo, info.source_revision, 0
+    else:
+        # Convert to a hidden standard file beside the target, then split it; it is removed either way.
+        standard = out.with_name(f".{out.name}.standard.gguf")
+        try:
+            first = convert(source, standard, quant=quant, force=True, threads=threads, progress=progress)
+            companion = split_midi_head(standard, out, force=force)
+        finally:
+            standard.unlink(missing_ok=True)
+        repo, revision, named = first.source_repo, first.source_revision, first.midi_tokens_named
+    info = read_model_info(out)
+    return ConvertResult(out, info.quant, info.file_size, time.monotonic() - started, info.n_tensors, repo, revision,
+                         named, layout=LAYOUT_MIDI_HEAD, companion=companion)  # fmt: skip
 
 
 def quant_spec(quant: str) -> QuantSpec:

@@ -5,7 +5,9 @@ the prompt is evaluated once for sequence 0, its KV cells are shared with the
 others (`llama_memory_seq_cp` on a unified cache), and each step is a single
 `llama_decode` carrying one token per live sequence. Only the MIDI slice of
 each logits row is read (a numpy view over llama.cpp's buffer, no copy);
-sampling.py picks the tokens.
+sampling.py picks the tokens. A midi-head model (layouts.py) takes its
+prompt text as input vectors from its companion and works in AMT ids;
+everything else is the same.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import llama_cpp
 import numpy as np
 
 from . import sampling, vocab
+from .companion import TextCompanion
 from .errors import UserError
+from .layouts import LAYOUT_MIDI_HEAD
 from .modelinfo import ModelInfo, read_model_info
 from .sampling import NoteState, SamplingParams
 
@@ -36,8 +40,8 @@ CTX_ROUND = 256  # llama.cpp pads context sizes to this anyway
 MIN_UBATCH = 512  # llama.cpp's default micro-batch
 FLOAT_BYTES = ctypes.sizeof(ctypes.c_float)
 _MidiRow = ctypes.c_float * vocab.MIDI_VOCAB_SIZE
-# ggml_log_level: NONE, INFO, WARN, ERROR, DEBUG, CONT. Only errors reach a user; the rest is debug chatter.
-_GGML_ERROR = 3
+# ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT. Only errors reach a user; the rest is debug chatter.
+_GGML_ERROR = 4
 
 # (seq index, tokens generated so far, its note state) -> True to finish that sequence.
 StopPredicate = Callable[[int, list[int], NoteState], bool]
@@ -112,11 +116,14 @@ class Model:
         self.n_gpu_layers = n_gpu_layers
         self.n_ctx_limit = n_ctx or info.context_length or info.train_context_length
         self._handle = handle
-        self._vocab = llama_cpp.llama_model_get_vocab(handle)
+        # midi-head: the model's ids are AMT ids; the prompt's text goes in as vectors from the companion.
+        self.companion = TextCompanion(Path(info.companion)) if info.layout == LAYOUT_MIDI_HEAD else None
+        self.midi_base = 0 if self.companion else vocab.TEXT_VOCAB_SIZE
+        self._vocab = self.companion.vocab if self.companion else llama_cpp.llama_model_get_vocab(handle)
         self._context: _Context | None = None
         # Contexts must go before their model, also when both are garbage-collected together.
         self._live_contexts: list[_Context] = []
-        self._finalizer = weakref.finalize(self, _free_model, handle, self._live_contexts)
+        self._finalizer = weakref.finalize(self, _free_model, handle, self._live_contexts, self.companion)
 
     @property
     def path(self) -> Path:
@@ -133,6 +140,10 @@ class Model:
                 return list(buf[:n])
             capacity = -n  # llama.cpp says how much room it needs
         raise RuntimeError(f"llama_tokenize failed for {len(raw)} bytes")
+
+    def token_id(self, amt_id: int) -> int:
+        """The model's id for an AMT id (full-vocabulary id for a standard file, the AMT id for midi-head)."""
+        return self.midi_base + amt_id
 
     def bos_token(self) -> int:
         bos = llama_cpp.llama_vocab_bos(self._vocab)
@@ -168,11 +179,13 @@ class Model:
         self.close()
 
 
-def _free_model(handle, contexts: list[_Context]) -> None:
+def _free_model(handle, contexts: list[_Context], companion: TextCompanion | None) -> None:
     for context in contexts:
         context.close()
     contexts.clear()
     llama_cpp.llama_model_free(handle)
+    if companion is not None:
+        companion.close()
 
 
 def load_model(
@@ -207,11 +220,16 @@ def load_model(
     if not handle:
         raise UserError(f"llama.cpp could not load {info.path}; run with --verbose for its log")
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(handle))
-    if n_vocab != vocab.FULL_VOCAB_SIZE:
+    expected = vocab.MIDI_VOCAB_SIZE if info.layout == LAYOUT_MIDI_HEAD else vocab.FULL_VOCAB_SIZE
+    if n_vocab != expected:
         llama_cpp.llama_model_free(handle)
-        raise UserError(f"{info.path} has {n_vocab} tokens in llama.cpp's eyes, not {vocab.FULL_VOCAB_SIZE}")
+        raise UserError(f"{info.path} has {n_vocab} tokens in llama.cpp's eyes, not {expected}")
     log.debug("loaded %s: %d threads, %d GPU layers", info.path, threads, layers)
-    return Model(info, handle, threads, layers, n_ctx, kv_unified)
+    try:
+        return Model(info, handle, threads, layers, n_ctx, kv_unified)
+    except BaseException:
+        llama_cpp.llama_model_free(handle)  # e.g. a broken companion: nothing may leak
+        raise
 
 
 # --- context -------------------------------------------------------------------------------
@@ -236,7 +254,11 @@ class _Context:
             )
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-        self._finalizer = weakref.finalize(self, _free_context, self.ctx, self.batch)
+        self.midi_base = model.midi_base
+        # A midi-head model's prompt text goes in as vectors: a second batch that carries embeddings.
+        width = model.info.embedding_length if model.companion else 0
+        self.embd_batch = llama_cpp.llama_batch_init(n_batch, width, 1) if width else None
+        self._finalizer = weakref.finalize(self, _free_context, self.ctx, self.batch, self.embd_batch)
 
     def clear(self) -> None:
         llama_cpp.llama_memory_clear(self.memory, True)
@@ -254,18 +276,35 @@ class _Context:
             batch.seq_id[i][0] = seq
             batch.logits[i] = logits
         batch.n_tokens = len(items)
-        code = llama_cpp.llama_decode(self.ctx, batch)
+        self._check(llama_cpp.llama_decode(self.ctx, batch))
+
+    @staticmethod
+    def _check(code: int) -> None:
         if code == 1:
             raise UserError("llama.cpp ran out of context space; lower --max-tokens or the number of outputs")
         if code != 0:
             raise RuntimeError(f"llama_decode failed with code {code}")
+
+    def decode_vectors(self, vectors: np.ndarray, start: int) -> None:
+        """One llama_decode of input vectors (rows) at positions start.., sequence 0, no logits."""
+        batch = self.embd_batch
+        assert batch is not None, "only a midi-head model takes input vectors"
+        n, width = vectors.shape
+        ctypes.memmove(batch.embd, np.ascontiguousarray(vectors, dtype=np.float32).ctypes.data, n * width * FLOAT_BYTES)
+        for i in range(n):
+            batch.pos[i] = start + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = False
+        batch.n_tokens = n
+        self._check(llama_cpp.llama_decode(self.ctx, batch))
 
     def midi_logits(self, i: int) -> np.ndarray:
         """A float32 view of the MIDI slice of batch item i's logits; valid until the next decode."""
         row = llama_cpp.llama_get_logits_ith(self.ctx, i)
         if not row:
             raise RuntimeError(f"llama.cpp returned no logits for batch item {i}")
-        address = ctypes.addressof(row.contents) + vocab.TEXT_VOCAB_SIZE * FLOAT_BYTES
+        address = ctypes.addressof(row.contents) + self.midi_base * FLOAT_BYTES
         return np.ctypeslib.as_array(_MidiRow.from_address(address))
 
     def share_prefix(self, n_seq: int) -> None:
@@ -274,8 +313,10 @@ class _Context:
             llama_cpp.llama_memory_seq_cp(self.memory, 0, seq, -1, -1)
 
 
-def _free_context(ctx, batch) -> None:
+def _free_context(ctx, batch, embd_batch) -> None:
     llama_cpp.llama_batch_free(batch)
+    if embd_batch is not None:
+        llama_cpp.llama_batch_free(embd_batch)
     llama_cpp.llama_free(ctx)
 
 
@@ -366,23 +407,24 @@ class Generation:
         )
         states = [NoteState().extend(self.prefix_amt) for _ in range(self.n)]
         rngs = sampling.sequence_rngs(self.seed, self.n)
+        model = self.model
         self.tokens = [[] for _ in range(self.n)]
         self.finished = [self.max_new_tokens <= 0] * self.n
         t = self.timings = Timings(prompt_tokens=len(prompt))
 
         start = time.perf_counter()
-        ctx.decode([(tok, pos, 0, pos == len(prompt) - 1) for pos, tok in enumerate(prompt)])
+        last = _decode_prompt(self.model, ctx, prompt)
         ctx.share_prefix(self.n)
         t.prompt_s = time.perf_counter() - start
         if self.done:
             return
-        rows = [ctx.midi_logits(len(prompt) - 1)] * self.n
+        rows = [ctx.midi_logits(last)] * self.n
         live = list(range(self.n))
         for step in range(self.max_new_tokens):
             step_start = time.perf_counter()
             decode_s = 0.0
             if step > 0:
-                ctx.decode([(vocab.to_full(self.tokens[s][-1]), len(prompt) + step - 1, s, True) for s in live])
+                ctx.decode([(model.token_id(self.tokens[s][-1]), len(prompt) + step - 1, s, True) for s in live])
                 decode_s = time.perf_counter() - step_start
                 rows = [ctx.midi_logits(i) for i in range(len(live))]
             sample_start = time.perf_counter()
@@ -406,6 +448,22 @@ class Generation:
         if len(out) >= self.max_new_tokens or (self.stop is not None and self.stop(seq, out, state)):
             self.finished[seq] = True
         return seq, amt_id
+
+
+def _decode_prompt(model: Model, ctx: _Context, prompt: list[int]) -> int:
+    """Evaluate the prompt as sequence 0; returns the batch index whose logits come next.
+
+    Standard layout: one batch of token ids. midi-head: the text part as input
+    vectors from the companion, then AUTOREGRESS (and any continuation) as MIDI ids.
+    """
+    if model.companion is None:
+        ctx.decode([(tok, pos, 0, pos == len(prompt) - 1) for pos, tok in enumerate(prompt)])
+        return len(prompt) - 1
+    n_text = next(i for i, tok in enumerate(prompt) if tok >= vocab.TEXT_VOCAB_SIZE)
+    ctx.decode_vectors(model.companion.rows(prompt[:n_text]), 0)
+    midi = prompt[n_text:]
+    ctx.decode([(tok - vocab.TEXT_VOCAB_SIZE, n_text + i, 0, i == len(midi) - 1) for i, tok in enumerate(midi)])
+    return len(midi) - 1
 
 
 def context_shape(n_prompt: int, n: int, max_new_tokens: int, unified: bool = True) -> tuple[int, int]:

@@ -19,7 +19,8 @@ TRAIN_CONTEXT_LENGTH = f"{NAMESPACE}.train_context_length"
 SOURCE_REPO = f"{NAMESPACE}.source.repo"
 SOURCE_REVISION = f"{NAMESPACE}.source.revision"
 CONVERTER_VERSION = f"{NAMESPACE}.converter_version"
-LAYOUT = f"{NAMESPACE}.layout"  # "standard" (full vocabulary) for now
+LAYOUT = f"{NAMESPACE}.layout"  # see layouts.py: "standard" or "midi-head"
+COMPANION = f"{NAMESPACE}.companion"  # midi-head only: file name of the text companion, beside the model
 
 ALL = (
     TEXT_VOCAB_SIZE,

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import gguf_keys, vocab
 from .errors import UserError
+from .layouts import LAYOUT_STANDARD, LAYOUTS, companion_path
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -208,6 +209,7 @@ class ModelInfo:
     bos_token_id: int | None
     eos_token_id: int | None
     name: str = ""
+    companion: str = ""  # midi-head layout: path of the text companion (tokenizer + text embedding rows)
     extra: dict[str, Any] = field(default_factory=dict)  # any other midillm.* keys, for forward compatibility
 
     def to_dict(self) -> dict[str, Any]:
@@ -232,6 +234,30 @@ def _shortest(value: float) -> float:
     return float(str(np.float32(value)))
 
 
+def _check_layout(path: Path, fields: dict[str, Any], layout: Any, n_vocab: Any) -> str:
+    """The vocabulary each layout must have; a midi-head model's companion must be beside it. Returns its path."""
+    if layout not in LAYOUTS:
+        raise UserError(f"{path} has layout {layout!r}, which this version does not know ({', '.join(LAYOUTS)})")
+    expected = vocab.FULL_VOCAB_SIZE if layout == LAYOUT_STANDARD else vocab.MIDI_VOCAB_SIZE
+    offsets_ok = fields[gguf_keys.TEXT_VOCAB_SIZE] + fields[gguf_keys.AMT_VOCAB_SIZE] == vocab.FULL_VOCAB_SIZE
+    if n_vocab != expected or not offsets_ok:
+        raise UserError(
+            f"{path} is not a MIDI-LLM GGUF this runtime understands: {n_vocab} tokens where its {layout} layout "
+            f"needs {expected} ({vocab.TEXT_VOCAB_SIZE} text + {vocab.MIDI_VOCAB_SIZE} MIDI in the full vocabulary)"
+        )
+    if layout == LAYOUT_STANDARD:
+        return ""
+    name = fields.get(gguf_keys.COMPANION)
+    if not isinstance(name, str) or not name or Path(name).name != name:
+        raise UserError(f"{path} is a midi-head model without a valid {gguf_keys.COMPANION} key; reconvert it")
+    # The name it was written with, else the name that follows a renamed model (x.gguf -> x.text.gguf).
+    candidates = [path.with_name(name), companion_path(path)]
+    companion = next((c for c in candidates if c.is_file()), None)
+    if companion is None:
+        raise UserError(f"{path} needs its text companion {candidates[0]} (tokenizer and text embeddings) beside it")
+    return str(companion)
+
+
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     """Read and check a MIDI-LLM GGUF; a plain Llama, a wrong vocabulary or a broken file is a UserError."""
     path = Path(path)
@@ -250,17 +276,13 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         )
     tokens = fields.get(gguf.Keys.Tokenizer.LIST)
     n_vocab = tokens.count if isinstance(tokens, ArrayInfo) else fields.get(gguf.Keys.LLM.VOCAB_SIZE.format(arch=arch))
-    expected = fields[gguf_keys.TEXT_VOCAB_SIZE] + fields[gguf_keys.AMT_VOCAB_SIZE]
-    if n_vocab != expected or expected != vocab.FULL_VOCAB_SIZE:
-        raise UserError(
-            f"{path} is not a MIDI-LLM GGUF this runtime understands: {n_vocab} tokens where "
-            f"{vocab.FULL_VOCAB_SIZE} ({vocab.TEXT_VOCAB_SIZE} text + {vocab.MIDI_VOCAB_SIZE} MIDI) are needed"
-        )
+    layout = fields[gguf_keys.LAYOUT]
+    companion = _check_layout(path, fields, layout, n_vocab)
 
     def llm(key: str) -> Any:
         return fields.get(key.format(arch=arch))
 
-    known = set(gguf_keys.ALL)
+    known = {*gguf_keys.ALL, gguf_keys.COMPANION}
     return ModelInfo(
         path=path,
         text_vocab_size=fields[gguf_keys.TEXT_VOCAB_SIZE],
@@ -274,7 +296,8 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         source_repo=fields[gguf_keys.SOURCE_REPO],
         source_revision=fields[gguf_keys.SOURCE_REVISION],
         converter_version=fields[gguf_keys.CONVERTER_VERSION],
-        layout=fields[gguf_keys.LAYOUT],
+        layout=layout,
+        companion=companion,
         quant=quant_name(fields.get(gguf.Keys.General.FILE_TYPE)),
         n_tensors=len(meta.tensors),
         file_size=meta.file_size,

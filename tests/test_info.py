@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from midillm_lite import gguf_keys, vocab
 from midillm_lite.errors import UserError
+from midillm_lite.layouts import LAYOUT_STANDARD
 from midillm_lite.modelinfo import read_gguf_metadata, read_model_info
 
 PLAIN_LLAMA = Path(__file__).parent / "data" / "ggml-vocab-llama-bpe.gguf"
@@ -28,6 +29,7 @@ def small_gguf(path: Path, *, arch: str = "llama", n_tokens: int = 3, midillm: b
             writer.add_uint32(key, 1)
         writer.add_uint32(gguf_keys.TEXT_VOCAB_SIZE, vocab.TEXT_VOCAB_SIZE)
         writer.add_uint32(gguf_keys.AMT_VOCAB_SIZE, vocab.MIDI_VOCAB_SIZE)
+        writer.add_string(gguf_keys.LAYOUT, LAYOUT_STANDARD)
     writer.add_tensor("w", np.arange(8, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
@@ -55,7 +57,7 @@ def test_plain_llama_gguf_is_not_midillm(capsys) -> None:
 
 
 def test_wrong_vocabulary(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="3 tokens where 183286"):
+    with pytest.raises(UserError, match="3 tokens where its standard layout needs 183286"):
         read_model_info(small_gguf(tmp_path / "m.gguf"))
 
 

@@ -13,11 +13,14 @@ from typing import Annotated
 import typer
 
 from ..convert import DEFAULT_QUANT, QUANT_NAMES, ProgressCallback, convert
+from ..layouts import LAYOUT_STANDARD, LAYOUTS
 from ..modelinfo import ModelInfo, read_model_info
 from . import app
 
 QuantChoice = Enum("QuantChoice", {name: name for name in QUANT_NAMES}, type=str)  # typer shows the choices
 DEFAULT_CHOICE = QuantChoice(DEFAULT_QUANT)
+LayoutChoice = Enum("LayoutChoice", {name: name for name in LAYOUTS}, type=str)
+DEFAULT_LAYOUT = LayoutChoice(LAYOUT_STANDARD)
 MIB = 1024 * 1024
 INFO_WIDTH = 17  # the longest row name, "autoregress token"
 
@@ -36,17 +39,28 @@ def convert_command(
     threads: Annotated[
         int, typer.Option("--threads", "-t", min=0, help="Threads for llama.cpp's K-quantizer (0: all cores).")
     ] = 0,
+    layout: Annotated[
+        LayoutChoice,
+        typer.Option(
+            help="standard: the full vocabulary, runs in any llama.cpp tool. midi-head: MIDI rows only in the model "
+            "(faster generation) plus a NAME.text.gguf companion; SOURCE may then also be a standard GGUF, "
+            "which keeps its type."
+        ),
+    ] = DEFAULT_LAYOUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Convert a MIDI-LLM checkpoint to a GGUF file llama.cpp runs."""
     with _progress_bar() as progress:
-        result = convert(source, out, quant=quant.value, force=force, threads=threads or None, progress=progress)
+        result = convert(source, out, quant=quant.value, force=force, threads=threads or None, progress=progress,
+                         layout=layout.value)  # fmt: skip
     if as_json:
-        typer.echo(json.dumps({**result.__dict__, "path": str(result.path)}, indent=2))
+        typer.echo(json.dumps({**result.__dict__, "path": str(result.path), "companion": result.companion and
+                               str(result.companion)}, indent=2))  # fmt: skip
         return
+    extra = f" (+ {result.companion.name}, {result.companion.stat().st_size / MIB:.1f} MiB)" if result.companion else ""
     typer.echo(
-        f"wrote {result.path}: {result.quant}, {result.file_size / MIB:.1f} MiB, {result.n_tensors} tensors, "
-        f"{result.seconds:.1f} s"
+        f"wrote {result.path}: {result.quant}, {result.layout} layout, {result.file_size / MIB:.1f} MiB{extra}, "
+        f"{result.n_tensors} tensors, {result.seconds:.1f} s"
     )
 
 
@@ -95,6 +109,12 @@ def info_command(
         typer.echo(format_info(info) + f"\n{'backend':<{INFO_WIDTH}}  {backend}")
 
 
+def _vocabulary(info: ModelInfo) -> str:
+    if info.companion:
+        return f"{info.n_vocab} MIDI tokens (the {info.text_vocab_size} text tokens live in the companion)"
+    return f"{info.n_vocab} tokens ({info.text_vocab_size} text + {info.amt_vocab_size} MIDI)"
+
+
 def format_info(info: ModelInfo) -> str:
     rows = [
         ("file", str(info.path)),
@@ -102,8 +122,8 @@ def format_info(info: ModelInfo) -> str:
         ("quantization", info.quant),
         ("tensors", str(info.n_tensors)),
         ("architecture", f"{info.architecture}, {info.n_layers} layers, width {info.embedding_length}"),
-        ("vocabulary", f"{info.n_vocab} tokens ({info.text_vocab_size} text + {info.amt_vocab_size} MIDI)"),
-        ("layout", info.layout),
+        ("vocabulary", _vocabulary(info)),
+        ("layout", info.layout + (f" (text companion: {info.companion})" if info.companion else "")),
         ("autoregress token", str(info.autoregress_token_id)),
         ("system prompt", repr(info.system_prompt)),
         ("sampling", f"temperature {info.temperature}, top_p {info.top_p}, max {info.max_new_tokens} new tokens"),

@@ -1,0 +1,67 @@
+"""The text companion of a midi-head model: the Llama-3 tokenizer and the text rows of the token embedding.
+
+llama.cpp loads the companion vocabulary-only (no weights) and tokenizes the
+prompt with it. The prompt's input vectors are the rows of token_embd for its
+tokens, read from the memory-mapped file and dequantized with gguf's own
+dequantizers: the same bytes and arithmetic llama.cpp's row lookup applies, so
+the midi-head model sees the input a standard file would give it.
+"""
+
+from __future__ import annotations
+
+import mmap
+from pathlib import Path
+
+import gguf
+import llama_cpp
+import numpy as np
+
+from .errors import UserError
+from .modelinfo import read_gguf_metadata
+
+EMBEDDING_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"
+
+
+class TextCompanion:
+    """Tokenizer (a llama.cpp vocabulary) plus text embedding rows; close() releases both."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        meta = read_gguf_metadata(path)
+        entry = next((t for t in meta.tensors if t.name == EMBEDDING_TENSOR), None)
+        if entry is None or len(entry.shape) != 2:
+            raise UserError(f"{path} is not a midi-head text companion (no {EMBEDDING_TENSOR} matrix); reconvert")
+        self.n_embd, self.n_rows = entry.shape  # ggml order: the fastest dimension first
+        self.qtype = gguf.GGMLQuantizationType(entry.type)
+        block, type_size = gguf.GGML_QUANT_SIZES[self.qtype]
+        self.row_bytes = self.n_embd // block * type_size
+        self._start = meta.data_offset + entry.offset
+        with open(path, "rb") as fh:
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        if self._start + self.n_rows * self.row_bytes > len(self._map):
+            self._map.close()
+            raise UserError(f"{path} is truncated: its embedding rows run past the end of the file")
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self.handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        if not self.handle:
+            self._map.close()
+            raise UserError(f"llama.cpp could not read the tokenizer in {path}; run with --verbose for its log")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.handle)
+
+    def rows(self, token_ids: list[int]) -> np.ndarray:
+        """float32 input vectors, one row per token id."""
+        if any(not 0 <= t < self.n_rows for t in token_ids):
+            raise ValueError(f"text token ids must be in 0..{self.n_rows - 1}")
+        raw = np.frombuffer(self._map, dtype=np.uint8, count=self.n_rows * self.row_bytes, offset=self._start)
+        picked = raw.reshape(self.n_rows, self.row_bytes)[token_ids]
+        return np.ascontiguousarray(gguf.quants.dequantize(picked, self.qtype), dtype=np.float32).reshape(
+            len(token_ids), self.n_embd
+        )
+
+    def close(self) -> None:
+        if self.handle:
+            llama_cpp.llama_model_free(self.handle)
+            self.handle = None
+        if not self._map.closed:
+            self._map.close()

@@ -1,0 +1,119 @@
+"""The midi-head layout: what the split files hold, logits and tokens equal to the standard layout's, bad files."""
+
+from __future__ import annotations
+
+import gguf
+import numpy as np
+import pytest
+from clirun import run_cli
+from midillm_lite.convert import convert
+
+from midillm_lite import engine, vocab
+from midillm_lite.errors import UserError
+from midillm_lite.layouts import LAYOUT_MIDI_HEAD, companion_path
+from midillm_lite.modelinfo import read_gguf_metadata, read_model_info
+
+pytestmark = pytest.mark.slow
+DESCRIPTION = "A calm string quartet in D minor"
+PREFIX = [0, vocab.DUR_OFFSET + 40, vocab.NOTE_OFFSET + 40 * 128 + 62, 25]  # a violin D, then a time
+THREADS = 1
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_gguf, tmp_path_factory):
+    """{quant: (standard path, midi-head path)} for f32 and q8_0, split from the same standard files."""
+    out = {}
+    for quant in ("f32", "q8_0"):
+        standard = tiny_gguf(quant)
+        head = tmp_path_factory.mktemp("head") / f"tiny-{quant}-mh.gguf"
+        convert(standard, head, layout=LAYOUT_MIDI_HEAD)
+        out[quant] = (standard, head)
+    return out
+
+
+def midi_logits(path, description=DESCRIPTION, prefix=PREFIX) -> np.ndarray:
+    with engine.load_model(path, n_threads=THREADS, device="cpu") as model:
+        prompt = [*engine.build_prompt(model, description), *(vocab.to_full(t) for t in prefix)]
+        ctx = model.context(1, 256, len(prompt))
+        last = engine._decode_prompt(model, ctx, prompt)
+        return ctx.midi_logits(last).copy()
+
+
+def test_the_split_files(pair):
+    standard, head = pair["f32"]
+    info = read_model_info(head)
+    assert info.layout == LAYOUT_MIDI_HEAD and info.n_vocab == vocab.MIDI_VOCAB_SIZE
+    assert info.companion == str(companion_path(head)) and info.system_prompt == vocab.SYSTEM_PROMPT
+    full, main, text = (tensors(p) for p in (standard, head, companion_path(head)))
+    rows = vocab.TEXT_VOCAB_SIZE
+    assert np.array_equal(main["token_embd.weight"], full["token_embd.weight"][rows:])
+    assert np.array_equal(text["token_embd.weight"], full["token_embd.weight"][:rows])
+    assert list(text) == ["token_embd.weight"] and set(main) == set(full)
+    assert all(np.array_equal(main[name], full[name]) for name in full if name != "token_embd.weight")
+    assert (
+        read_gguf_metadata(companion_path(head), arrays=["tokenizer.ggml.tokens"]).fields["tokenizer.ggml.tokens"]
+        == read_gguf_metadata(standard, arrays=["tokenizer.ggml.tokens"]).fields["tokenizer.ggml.tokens"][:rows]
+    )
+
+
+def tensors(path) -> dict[str, np.ndarray]:
+    """Raw bytes of every tensor, one row of bytes per row of the matrix (our fast header reader + numpy)."""
+    meta = read_gguf_metadata(path)
+    data = np.fromfile(path, dtype=np.uint8)
+    out = {}
+    for t in meta.tensors:
+        byte_shape = gguf.quant_shape_to_byte_shape(tuple(reversed(t.shape)), gguf.GGMLQuantizationType(t.type))
+        start = meta.data_offset + t.offset
+        out[t.name] = data[start : start + int(np.prod(byte_shape))].reshape(byte_shape[0], -1)
+    return out
+
+
+def test_f32_logits_agree(pair):
+    standard, head = pair["f32"]
+    a, b = midi_logits(standard), midi_logits(head)
+    assert a.shape == b.shape == (vocab.MIDI_VOCAB_SIZE,)
+    assert np.max(np.abs(a - b)) / np.max(np.abs(a)) <= 1e-4
+
+
+def test_quantized_top1_agrees(pair):
+    standard, head = pair["q8_0"]
+    for prefix in ([], PREFIX):
+        assert int(np.argmax(midi_logits(standard, prefix=prefix))) == int(np.argmax(midi_logits(head, prefix=prefix)))
+
+
+def test_same_seed_same_tokens_at_f32(pair):
+    runs = []
+    for path in pair["f32"]:
+        with engine.load_model(path, n_threads=THREADS, device="cpu") as model:
+            gen = engine.generate_tokens(model, engine.build_prompt(model, DESCRIPTION), n=3, seed=9, max_new_tokens=45)
+            runs.append(gen.run().tokens)
+    assert runs[0] == runs[1]
+
+
+def test_convert_from_a_checkpoint_and_info(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "m.gguf"
+    code, stdout, stderr = run_cli(["convert", str(tiny_checkpoint), "-o", str(out), "-q", "q8_0",
+                                    "--layout", "midi-head"], capsys)  # fmt: skip
+    assert code == 0, stderr
+    assert stdout.startswith(f"wrote {out}: q8_0, midi-head layout, ") and "(+ m.text.gguf, " in stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf", "m.text.gguf"]  # the standard intermediate is gone
+    code, stdout, _ = run_cli(["info", str(out)], capsys)
+    assert code == 0 and "midi-head (text companion: " in stdout
+    code, _, stderr = run_cli(["convert", str(tiny_checkpoint), "-o", str(out), "--layout", "midi-head"], capsys)
+    assert code == 2 and "already exists" in stderr
+
+
+def test_bad_midi_head_files(pair, tmp_path, capsys):
+    _, head = pair["f32"]
+    lonely = tmp_path / "lonely.gguf"
+    lonely.write_bytes(head.read_bytes())
+    with pytest.raises(UserError, match="needs its text companion"):
+        read_model_info(lonely)
+    companion_path(lonely).write_bytes(companion_path(head).read_bytes()[:100_000])
+    with pytest.raises(UserError, match="truncated"):
+        engine.load_model(lonely, n_threads=THREADS, device="cpu")
+    code, _, stderr = run_cli(["convert", str(head), "-o", str(tmp_path / "again.gguf"), "--layout", "midi-head"],
+                              capsys)  # fmt: skip
+    assert code == 2 and "not a standard-layout" in stderr
+    code, _, stderr = run_cli(["convert", str(pair["f32"][0]), "-o", str(tmp_path / "x.gguf")], capsys)
+    assert code == 2 and "already a GGUF" in stderr
