@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,7 +122,8 @@ def read_header(path: Path) -> dict[str, TensorSlot]:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, and ints past Python's 4300-digit limit; RecursionError: deep nesting.
         raise UserError(f"{path} is not a valid safetensors file: its header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise UserError(f"{path} is not a valid safetensors file: its header is not a JSON object")
@@ -156,7 +158,8 @@ def _parse_entry(path: Path, name: str, entry: object, data_start: int, file_siz
         raise UserError(
             f"{where} ends at byte {data_start + end} but the file has {file_size} bytes (truncated download?)"
         )
-    expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize if shape else DTYPES[dtype].itemsize
+    # Exact integers: numpy's int64 product overflows (2**64 raises, 2**62 * 4 wraps to 0 and passed as empty).
+    expected = math.prod(shape) * DTYPES[dtype].itemsize
     if end - begin != expected:
         raise UserError(f"{where} spans {end - begin} bytes but shape {shape} of {dtype} needs {expected}")
     return TensorSlot(name, path, dtype, tuple(shape), data_start + begin, end - begin)

@@ -7,9 +7,11 @@ is opened. Both config styles are read: `rope_scaling` + `rope_theta`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ HUB_ALLOW_PATTERNS = [
 ]
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 LOCAL_REVISION = "local"
+_SHA256_NAME = re.compile(r"[0-9a-f]{64}")  # an LFS blob in the hub cache is named by its content's sha256
+HASH_CHUNK = 1 << 20
 HUB_SNAPSHOTS_DIR, HUB_BLOBS_DIR = "snapshots", "blobs"  # the HF cache: snapshots/<rev>/<file> -> ../../blobs/<hash>
 
 
@@ -134,7 +138,29 @@ def download_from_hub(repo_id: str) -> tuple[Path, str, str]:
     except OSError as exc:
         raise UserError(f"cannot download {repo_id}: {exc}") from exc
     # snapshots/<commit>/ is the resolved revision; its files are symlinks into ../../blobs, as expected.
+    verify_blobs(folder)
     return folder, repo_id, folder.name
+
+
+def verify_blobs(folder: Path) -> None:
+    """Hash each weight file whose cache blob is named by a sha256 (the hub's LFS etag) and compare.
+
+    huggingface-hub checks sizes only; a same-size corruption (disk, proxy, a tampered
+    cache) would otherwise be converted without complaint. About a second per GB.
+    """
+    for link in sorted(folder.glob("*.safetensors")):
+        blob = link.resolve()
+        if not _SHA256_NAME.fullmatch(blob.name):
+            continue  # not an LFS blob: the hub names it by a git hash, which is not the content's sha256
+        digest = hashlib.sha256()
+        with open(blob, "rb") as fh:
+            while chunk := fh.read(HASH_CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != blob.name:
+            raise UserError(
+                f"{link.name} in the Hugging Face cache is corrupt (its sha256 is not the hub's {blob.name[:12]}...); "
+                f"delete {blob} and convert again to download it anew"
+            )
 
 
 def refuse_pickles(folder: Path) -> None:

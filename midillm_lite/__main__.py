@@ -1,5 +1,13 @@
-"""`python -m midillm_lite` runs the CLI."""
+"""`python -m midillm_lite` and the `midillm-lite` console script: run the CLI, a Ctrl-C at start-up included."""
 
-from .cli import main
 
-main()
+def run() -> None:
+    try:
+        from .cli import main
+    except KeyboardInterrupt:  # Ctrl-C while Python is still importing: an interruption, not a traceback
+        raise SystemExit(130) from None
+    main()
+
+
+if __name__ == "__main__":
+    run()

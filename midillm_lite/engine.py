@@ -12,9 +12,12 @@ everything else is the same.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import signal
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +62,23 @@ def _route_llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> Non
                 llama_log.log(wanted, "%s", message)
     except Exception:  # a C callback must not raise
         pass
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while llama.cpp loads (and logs through the Python callback above).
+
+    A signal whose handler runs inside a ctypes callback is printed and dropped, so a
+    Ctrl-C during loading would be lost; held, it is delivered the moment loading ends.
+    """
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 _backend_ready = False
@@ -216,7 +236,8 @@ def load_model(
     _init_backend()
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = layers
-    handle = llama_cpp.llama_model_load_from_file(str(info.path).encode(), params)
+    with _signals_held():
+        handle = llama_cpp.llama_model_load_from_file(str(info.path).encode(), params)
     if not handle:
         raise UserError(f"llama.cpp could not load {info.path}; run with --verbose for its log")
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(handle))
@@ -226,7 +247,8 @@ def load_model(
         raise UserError(f"{info.path} has {n_vocab} tokens in llama.cpp's eyes, not {expected}")
     log.debug("loaded %s: %d threads, %d GPU layers", info.path, threads, layers)
     try:
-        return Model(info, handle, threads, layers, n_ctx, kv_unified)
+        with _signals_held():
+            return Model(info, handle, threads, layers, n_ctx, kv_unified)
     except BaseException:
         llama_cpp.llama_model_free(handle)  # e.g. a broken companion: nothing may leak
         raise
@@ -247,7 +269,8 @@ class _Context:
         params.kv_unified = unified
         params.n_threads = params.n_threads_batch = model.n_threads
         params.no_perf = True
-        self.ctx = llama_cpp.llama_init_from_model(model._handle, params)
+        with _signals_held():
+            self.ctx = llama_cpp.llama_init_from_model(model._handle, params)
         if not self.ctx:
             raise UserError(
                 f"llama.cpp could not create a {n_ctx}-token context for {n_seq} sequences (out of memory?)"

@@ -27,6 +27,7 @@ GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 MAX_COUNT = 1 << 32  # no real file has more keys, tensors, array items or dims than this
 MAX_DIMS = 8
+MAX_ARRAY_DEPTH = 4  # writers nest at most one level; deeper is corruption (and would exhaust the stack)
 DEFAULT_ALIGNMENT = 32
 V = gguf.GGUFValueType
 _SCALARS = {
@@ -103,12 +104,14 @@ class _Cursor:
         except UnicodeDecodeError as exc:
             raise UserError(f"{self.path} is corrupt: a metadata string is not UTF-8") from exc
 
-    def value(self, vtype: int, keep_array: bool) -> Any:
+    def value(self, vtype: int, keep_array: bool, depth: int = 0) -> Any:
         if vtype in _SCALARS:
             return self.unpack(_SCALARS[vtype])
         if vtype == V.STRING:
             return self.string()
         if vtype == V.ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise UserError(f"{self.path} is corrupt: arrays nested more than {MAX_ARRAY_DEPTH} deep")
             item_type, n = self.unpack("<I"), self.count("array item")
             if not keep_array and item_type == V.STRING:
                 self.skip_strings(n)
@@ -116,7 +119,7 @@ class _Cursor:
             if not keep_array and item_type in _SCALARS:
                 self.take(n * struct.calcsize(_SCALARS[item_type]))
                 return ArrayInfo(item_type, n)
-            items = [self.value(item_type, keep_array) for _ in range(n)]
+            items = [self.value(item_type, keep_array, depth + 1) for _ in range(n)]
             return items if keep_array else ArrayInfo(item_type, n)
         raise UserError(f"{self.path} is corrupt: unknown metadata value type {vtype}")
 
@@ -234,6 +237,35 @@ def _shortest(value: float) -> float:
     return float(str(np.float32(value)))
 
 
+# The Python type each midillm.* key must have (numbers of any GGUF width; bool is not a number here).
+_KEY_TYPES: dict[str, type | tuple[type, ...]] = {
+    gguf_keys.TEXT_VOCAB_SIZE: int,
+    gguf_keys.AMT_VOCAB_SIZE: int,
+    gguf_keys.AUTOREGRESS_ID: int,
+    gguf_keys.SYSTEM_PROMPT: str,
+    gguf_keys.TEMPERATURE: (int, float),
+    gguf_keys.TOP_P: (int, float),
+    gguf_keys.MAX_NEW_TOKENS: int,
+    gguf_keys.TRAIN_CONTEXT_LENGTH: int,
+    gguf_keys.SOURCE_REPO: str,
+    gguf_keys.SOURCE_REVISION: str,
+    gguf_keys.CONVERTER_VERSION: str,
+    gguf_keys.LAYOUT: str,
+}
+
+
+def _check_types(path: Path, fields: dict[str, Any]) -> None:
+    for key, wanted in _KEY_TYPES.items():
+        value = fields[key]
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            shown = "an array" if isinstance(value, ArrayInfo | list) else type(value).__name__
+            raise UserError(f"{path} is corrupt: {key} is {shown}, not the {_type_name(wanted)} the converter writes")
+
+
+def _type_name(wanted: type | tuple[type, ...]) -> str:
+    return "number" if isinstance(wanted, tuple) else {int: "integer", str: "string"}[wanted]
+
+
 def _check_layout(path: Path, fields: dict[str, Any], layout: Any, n_vocab: Any) -> str:
     """The vocabulary each layout must have; a midi-head model's companion must be beside it. Returns its path."""
     if layout not in LAYOUTS:
@@ -269,6 +301,8 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     if arch != gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]:
         raise UserError(f"{path} is not a MIDI-LLM GGUF: its architecture is {arch!r}, not llama; {NOT_MIDILLM_HINT}")
     missing = [key for key in gguf_keys.ALL if key not in fields]
+    if not missing:
+        _check_types(path, fields)
     if missing:
         raise UserError(
             f"{path} is not a MIDI-LLM GGUF: it lacks {missing[0]} (and {len(missing) - 1} other "

@@ -222,8 +222,8 @@ INSTRUMENT_POOL = st.lists(st.integers(0, DRUM_INSTRUMENT), min_size=1, max_size
 
 
 @st.composite
-def valid_notes(draw, max_notes: int = 60) -> list[Note]:
-    pool = draw(INSTRUMENT_POOL)
+def valid_notes(draw, max_notes: int = 60, pool: list[int] | None = None) -> list[Note]:
+    pool = pool or draw(INSTRUMENT_POOL)
     note = st.builds(
         Note,
         onset=st.integers(0, MAX_TIME - 1),
@@ -238,10 +238,11 @@ def valid_notes(draw, max_notes: int = 60) -> list[Note]:
 def valid_sequences(draw) -> list[int]:
     """Aligned triplets the reference accepts: events, some as controls, rests and separators."""
     tokens: list[int] = []
+    pool = draw(INSTRUMENT_POOL)  # one pool for the whole piece: the reference crashes past 15 melodic instruments
     for segment in range(draw(st.integers(1, 3))):
         if segment:
             tokens += SEP3
-        for note in draw(valid_notes(max_notes=25)):
+        for note in draw(valid_notes(max_notes=25, pool=pool)):
             t, d, n = encode_notes([note]).tokens
             if draw(st.booleans()) and draw(st.booleans()):
                 t, d, n = t + ATIME_OFFSET, d - DUR_OFFSET + ADUR_OFFSET, n - NOTE_OFFSET + ANOTE_OFFSET

@@ -26,7 +26,13 @@ def small_gguf(path: Path, *, arch: str = "llama", n_tokens: int = 3, midillm: b
     writer.add_token_list([f"t{i}" for i in range(n_tokens)])
     if midillm:
         for key in gguf_keys.ALL:
-            writer.add_uint32(key, 1)
+            if key in (gguf_keys.TEMPERATURE, gguf_keys.TOP_P):
+                writer.add_float32(key, 1.0)
+            elif key in (gguf_keys.SYSTEM_PROMPT, gguf_keys.SOURCE_REPO, gguf_keys.SOURCE_REVISION,
+                         gguf_keys.CONVERTER_VERSION):  # fmt: skip
+                writer.add_string(key, "x")
+            elif key != gguf_keys.LAYOUT:
+                writer.add_uint32(key, 1)
         writer.add_uint32(gguf_keys.TEXT_VOCAB_SIZE, vocab.TEXT_VOCAB_SIZE)
         writer.add_uint32(gguf_keys.AMT_VOCAB_SIZE, vocab.MIDI_VOCAB_SIZE)
         writer.add_string(gguf_keys.LAYOUT, LAYOUT_STANDARD)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+from collections.abc import Iterator
 
 import typer
 
@@ -55,13 +58,36 @@ def _is_usage_error(exc: Exception) -> bool:
     return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM gets the Ctrl-C treatment in every command, so cleanups (temporary .part files) run.
+
+    The default action would end the process on the spot and leave `convert`'s partial output behind.
+    """
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure is one line on stderr and a non-zero exit."""
-    _register()
-    command = typer.main.get_command(app)
     try:
+        # Inside the try: a Ctrl-C while the verbs import is an interruption, not a traceback.
+        _register()
+        command = typer.main.get_command(app)
         # Without standalone mode click returns typer.Exit's code instead of exiting.
-        result = command.main(args=argv, prog_name="midillm-lite", standalone_mode=False)
+        with _terminate_as_interrupt():
+            result = command.main(args=argv, prog_name="midillm-lite", standalone_mode=False)
         if isinstance(result, int) and result:
             sys.exit(result)
     except UserError as exc:

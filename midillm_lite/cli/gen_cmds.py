@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -101,10 +99,8 @@ def gen_command(
         n=n_outputs, seed=seed, temperature=temperature, top_p=top_p, top_k=top_k, strict=strict,
         max_tokens=max_tokens, seconds=seconds, continuation=continuation,
     )  # fmt: skip
-    with (
-        _terminate_as_interrupt(),
-        Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads) as gen,
-    ):
+    # SIGTERM reaches here as KeyboardInterrupt (cli.main), so it also keeps the partial outputs.
+    with Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads) as gen:
         if not quiet and not as_json:
             typer.echo(f"model: {gen.path} ({gen.info.quant}, {gen.model.n_threads} threads)", err=True)
         for text in prompts:
@@ -172,24 +168,6 @@ def _ask() -> Iterator[str]:
         if not text.strip():
             return
         yield text
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM gets the Ctrl-C treatment: stop sampling, keep what was made."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. an embedding application): leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command("bench")

@@ -1,0 +1,245 @@
+"""Fuzz the GGUF metadata reader behind `info` and `gen`: mutated and truncated models -> ModelInfo or UserError.
+
+Two targets: a compact GGUF with every key the runtime reads and a few small tensors (cheap to rewrite, so every
+example mutates structure), and the real tiny model, patched in place at its first and last header bytes (where the
+counts, types and midillm.* keys live) and truncated anywhere. The real model's tensor data is never read by the
+reader, so its working copy keeps only the header and leaves the data as a sparse hole of the same size.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from fuzzing import fuzz_settings, time_limit
+from hypothesis import given
+from hypothesis import strategies as st
+
+from midillm_lite import gguf_keys, vocab
+from midillm_lite.errors import UserError
+from midillm_lite.modelinfo import ModelInfo, read_gguf_metadata, read_model_info
+
+PARSE_LIMIT_S = 10  # a parse of the real header takes ~0.06 s on the test machine
+INTERESTING_U32 = [0, 1, 2, 3, 6, 8, 9, 12, 13, 0x7FFFFFFF, 0xFFFFFFFF]
+INTERESTING_U64 = [0, 1, 2**16, 2**32, 2**32 + 1, 2**63, 2**64 - 1]
+
+
+def _read(path: Path) -> ModelInfo | None:
+    with time_limit(PARSE_LIMIT_S):
+        try:
+            info = read_model_info(path)
+        except UserError as exc:
+            assert str(exc) and "\n" not in str(exc)
+            return None
+    return info
+
+
+def _compact_gguf(path: Path, real: Path) -> None:
+    """Every scalar key of the real model (no token arrays: n_vocab comes from llama.vocab_size) and 3 tensors."""
+    meta = read_gguf_metadata(real)
+    writer = gguf.GGUFWriter(path, "llama")
+    reader = gguf.GGUFReader(real)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        kind = field.types[0]
+        if kind == gguf.GGUFValueType.ARRAY:
+            continue
+        writer.add_key_value(field.name, field.contents(), kind)
+    writer.add_array("tokenizer.ggml.merges", ["a b", "c d"])  # one short string array to walk
+    writer.add_tensor("small.weight", np.arange(8, dtype=np.float32))
+    writer.add_tensor("pair.weight", np.ones((2, 4), dtype=np.float16))
+    writer.add_tensor("empty.weight", np.zeros((0, 4), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert meta.fields["llama.vocab_size"] == vocab.FULL_VOCAB_SIZE
+
+
+@pytest.fixture(scope="module")
+def models(tiny_gguf, tmp_path_factory) -> tuple[bytes, bytes, int]:
+    """(compact file bytes, real header bytes, real file size)."""
+    real = tiny_gguf()
+    folder = tmp_path_factory.mktemp("fuzz-gguf")
+    compact = folder / "compact.gguf"
+    _compact_gguf(compact, real)
+    assert read_model_info(compact).n_vocab == vocab.FULL_VOCAB_SIZE
+    meta = read_gguf_metadata(real)
+    with open(real, "rb") as fh:
+        header = fh.read(meta.data_offset)
+    return compact.read_bytes(), header, meta.file_size
+
+
+@st.composite
+def mutations(draw: st.DrawFn, size: int, regions: list[tuple[int, int]]) -> list[tuple[int, bytes]]:
+    """(offset, new bytes) patches, placed in `regions`, of the kinds a parser cares about."""
+    patches = []
+    for _ in range(draw(st.integers(1, 4))):
+        start, stop = draw(st.sampled_from(regions))
+        where = draw(st.integers(max(0, start), max(0, min(size, stop) - 1)))
+        value = draw(
+            st.one_of(
+                st.integers(0, 255).map(lambda b: bytes([b])),
+                st.sampled_from(INTERESTING_U32).map(lambda v: struct.pack("<I", v)),
+                st.sampled_from(INTERESTING_U64).map(lambda v: struct.pack("<Q", v)),
+                st.binary(min_size=1, max_size=8),
+            )
+        )
+        patches.append((where, value))
+    return patches
+
+
+@fuzz_settings()
+@given(data=st.data())
+def test_mutated_compact_gguf(models, tmp_path_factory, data) -> None:
+    compact, _, _ = models
+    content = bytearray(compact)
+    for where, value in data.draw(mutations(len(content), [(0, len(content))])):
+        content[where : where + len(value)] = value
+    if data.draw(st.booleans()):
+        del content[data.draw(st.integers(0, len(content))) :]
+    path = tmp_path_factory.getbasetemp() / "fuzz-compact.gguf"
+    path.write_bytes(bytes(content))
+    _read(path)
+
+
+@pytest.fixture(scope="module")
+def real_copy(models, tmp_path_factory) -> Path:
+    _, header, size = models
+    path = tmp_path_factory.mktemp("fuzz-real") / "tiny.gguf"
+    with open(path, "wb") as fh:
+        fh.write(header)
+        fh.truncate(size)  # the tensor data as a hole: the reader only checks it fits
+    assert _read(path) is not None
+    return path
+
+
+@fuzz_settings(scale=0.1)
+@given(data=st.data())
+def test_patched_real_gguf(models, real_copy, data) -> None:
+    _, header, _ = models
+    regions = [(0, 4096), (len(header) - 8192, len(header)), (0, len(header))]
+    patches = data.draw(mutations(len(header), regions))
+    fd = os.open(real_copy, os.O_RDWR)
+    try:
+        for where, value in patches:
+            os.pwrite(fd, value[: len(header) - where], where)
+        _read(real_copy)
+    finally:
+        for where, value in patches:  # restore the original bytes for the next example
+            os.pwrite(fd, header[where : where + len(value)], where)
+        os.close(fd)
+
+
+@fuzz_settings(scale=0.1)
+@given(cut=st.one_of(st.integers(0, 2**26), st.integers(0, 12_000_000)))
+def test_truncated_real_gguf(models, real_copy, cut) -> None:
+    _, header, size = models
+    cut = min(cut, size - 1)
+    os.truncate(real_copy, cut)
+    try:
+        assert _read(real_copy) is None
+    finally:
+        with open(real_copy, "r+b") as fh:
+            fh.seek(min(cut, len(header)))
+            fh.write(header[min(cut, len(header)) :])
+            fh.truncate(size)
+
+
+# --- well-formed files whose keys hold the wrong types ----------------------------------------------------------
+
+# What read_model_info's ModelInfo promises for each midillm.* key (the converter writes these types).
+KEY_TYPES = {
+    gguf_keys.TEXT_VOCAB_SIZE: int, gguf_keys.AMT_VOCAB_SIZE: int, gguf_keys.AUTOREGRESS_ID: int,
+    gguf_keys.SYSTEM_PROMPT: str, gguf_keys.TEMPERATURE: float, gguf_keys.TOP_P: float,
+    gguf_keys.MAX_NEW_TOKENS: int, gguf_keys.TRAIN_CONTEXT_LENGTH: int, gguf_keys.SOURCE_REPO: str,
+    gguf_keys.SOURCE_REVISION: str, gguf_keys.CONVERTER_VERSION: str, gguf_keys.LAYOUT: str,
+}  # fmt: skip
+GOOD_VALUES = {
+    gguf_keys.TEXT_VOCAB_SIZE: vocab.TEXT_VOCAB_SIZE, gguf_keys.AMT_VOCAB_SIZE: vocab.MIDI_VOCAB_SIZE,
+    gguf_keys.AUTOREGRESS_ID: vocab.MIDI_AUTOREGRESS_ID, gguf_keys.SYSTEM_PROMPT: vocab.SYSTEM_PROMPT,
+    gguf_keys.TEMPERATURE: 1.0, gguf_keys.TOP_P: 0.98, gguf_keys.MAX_NEW_TOKENS: 2046,
+    gguf_keys.TRAIN_CONTEXT_LENGTH: 2048, gguf_keys.SOURCE_REPO: "r", gguf_keys.SOURCE_REVISION: "v",
+    gguf_keys.CONVERTER_VERSION: "0", gguf_keys.LAYOUT: "standard",
+}  # fmt: skip
+WRONG = st.one_of(st.just("x"), st.just(2.5), st.just(7), st.just(True), st.just([1, 2]), st.just(["a"]))
+
+
+def _typed_gguf(path: Path, overrides: dict) -> Path:
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_vocab_size(vocab.FULL_VOCAB_SIZE)
+    for key in KEY_TYPES:
+        value = overrides.get(key, GOOD_VALUES[key])
+        if isinstance(value, bool):
+            writer.add_bool(key, value)
+        elif isinstance(value, str):
+            writer.add_string(key, value)
+        elif isinstance(value, float):
+            writer.add_float32(key, value)
+        elif isinstance(value, list):
+            writer.add_array(key, value)
+        else:
+            writer.add_uint32(key, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _well_typed(info: ModelInfo) -> bool:
+    values = {
+        gguf_keys.TEXT_VOCAB_SIZE: info.text_vocab_size, gguf_keys.AMT_VOCAB_SIZE: info.amt_vocab_size,
+        gguf_keys.AUTOREGRESS_ID: info.autoregress_token_id, gguf_keys.SYSTEM_PROMPT: info.system_prompt,
+        gguf_keys.TEMPERATURE: info.temperature, gguf_keys.TOP_P: info.top_p,
+        gguf_keys.MAX_NEW_TOKENS: info.max_new_tokens, gguf_keys.TRAIN_CONTEXT_LENGTH: info.train_context_length,
+        gguf_keys.SOURCE_REPO: info.source_repo, gguf_keys.SOURCE_REVISION: info.source_revision,
+        gguf_keys.CONVERTER_VERSION: info.converter_version, gguf_keys.LAYOUT: info.layout,
+    }  # fmt: skip
+    return all(isinstance(v, KEY_TYPES[k]) and not isinstance(v, bool) for k, v in values.items())
+
+
+def test_typed_gguf_baseline(tmp_path) -> None:
+    info = read_model_info(_typed_gguf(tmp_path / "t.gguf", {}))
+    assert _well_typed(info)
+
+
+@fuzz_settings(scale=0.25)
+@given(overrides=st.dictionaries(st.sampled_from(list(KEY_TYPES)), WRONG, min_size=1, max_size=3))
+def test_wrongly_typed_keys(tmp_path_factory, overrides) -> None:
+    path = _typed_gguf(tmp_path_factory.getbasetemp() / "fuzz-typed.gguf", overrides)
+    info = _read(path)
+    assert info is None or _well_typed(info)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [(gguf_keys.TEXT_VOCAB_SIZE, "x"), (gguf_keys.AMT_VOCAB_SIZE, [1, 2]), (gguf_keys.TEMPERATURE, "x"),
+     (gguf_keys.TOP_P, [1, 2])],
+)  # fmt: skip
+def test_wrongly_typed_key_is_a_user_error(tmp_path, key, value) -> None:
+    with pytest.raises(UserError):
+        read_model_info(_typed_gguf(tmp_path / "t.gguf", {key: value}))
+
+
+def nested_arrays_gguf(path: Path, depth: int) -> Path:
+    """One key whose value is an array of an array of ... (depth levels): 12 bytes a level."""
+
+    def string(text: str) -> bytes:
+        return struct.pack("<Q", len(text)) + text.encode()
+
+    array, uint32 = int(gguf.GGUFValueType.ARRAY), int(gguf.GGUFValueType.UINT32)
+    body = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + string("a") + struct.pack("<I", array)
+    body += struct.pack("<IQ", array, 1) * depth + struct.pack("<IQI", uint32, 1, 7)
+    path.write_bytes(body)
+    return path
+
+
+def test_deeply_nested_arrays_are_a_user_error(tmp_path) -> None:
+    with pytest.raises(UserError):
+        read_gguf_metadata(nested_arrays_gguf(tmp_path / "nested.gguf", 5000))
