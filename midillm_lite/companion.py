@@ -2,13 +2,15 @@
 
 llama.cpp loads the companion vocabulary-only (no weights) and tokenizes the
 prompt with it. The prompt's input vectors are the rows of token_embd for its
-tokens, read from the memory-mapped file and dequantized with gguf's own
-dequantizers: the same bytes and arithmetic llama.cpp's row lookup applies, so
-the midi-head model sees the input a standard file would give it.
+tokens, read from the memory-mapped file and dequantized by ggml's own
+`to_float` for the type: the same bytes and the same arithmetic as llama.cpp's
+row lookup in a standard file, so the midi-head model sees identical input
+(gguf-py's numpy dequantizers round differently in the last bit for K-quants).
 """
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 from pathlib import Path
 
@@ -20,6 +22,39 @@ from .errors import UserError
 from .modelinfo import read_gguf_metadata
 
 EMBEDDING_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"
+
+
+class _TypeTraits(ctypes.Structure):
+    # struct ggml_type_traits, as in the ggml.h that llama-cpp-python 0.3.36 ships
+    _fields_ = [
+        ("type_name", ctypes.c_char_p),
+        ("blck_size", ctypes.c_int64),
+        ("blck_size_interleave", ctypes.c_int64),
+        ("type_size", ctypes.c_size_t),
+        ("is_quantized", ctypes.c_bool),
+        ("to_float", ctypes.c_void_p),
+        ("from_float_ref", ctypes.c_void_p),
+    ]
+
+
+_ToFloat = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+
+
+def ggml_to_float(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, n_per_row: int) -> np.ndarray:
+    """Dequantize contiguous rows of `qtype` bytes with ggml's own kernel; float32 (n_rows, n_per_row)."""
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return rows.view(np.float32).reshape(len(rows), n_per_row).copy()
+    from llama_cpp._ggml import libggml
+
+    get_traits = libggml.ggml_get_type_traits
+    get_traits.restype = ctypes.POINTER(_TypeTraits)
+    get_traits.argtypes = [ctypes.c_int]
+    traits = get_traits(int(qtype)).contents
+    if not traits.to_float:  # no kernel for this type: gguf-py's numpy dequantizer
+        return np.asarray(gguf.quants.dequantize(rows, qtype), dtype=np.float32).reshape(len(rows), n_per_row)
+    out = np.empty((len(rows), n_per_row), dtype=np.float32)
+    _ToFloat(traits.to_float)(rows.ctypes.data, out.ctypes.data, out.size)
+    return out
 
 
 class TextCompanion:
@@ -54,10 +89,8 @@ class TextCompanion:
         if any(not 0 <= t < self.n_rows for t in token_ids):
             raise ValueError(f"text token ids must be in 0..{self.n_rows - 1}")
         raw = np.frombuffer(self._map, dtype=np.uint8, count=self.n_rows * self.row_bytes, offset=self._start)
-        picked = raw.reshape(self.n_rows, self.row_bytes)[token_ids]
-        return np.ascontiguousarray(gguf.quants.dequantize(picked, self.qtype), dtype=np.float32).reshape(
-            len(token_ids), self.n_embd
-        )
+        picked = np.ascontiguousarray(raw.reshape(self.n_rows, self.row_bytes)[token_ids])
+        return ggml_to_float(picked, self.qtype, self.n_embd)
 
     def close(self) -> None:
         if self.handle:

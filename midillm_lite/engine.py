@@ -476,16 +476,19 @@ class Generation:
 def _decode_prompt(model: Model, ctx: _Context, prompt: list[int]) -> int:
     """Evaluate the prompt as sequence 0; returns the batch index whose logits come next.
 
-    Standard layout: one batch of token ids. midi-head: the text part as input
-    vectors from the companion, then AUTOREGRESS (and any continuation) as MIDI ids.
+    Two decodes in both layouts: the text, then AUTOREGRESS (and any continuation)
+    as MIDI ids. A midi-head model takes the text as input vectors from its
+    companion. Splitting the standard layout the same way keeps the two layouts'
+    results bit-identical: llama.cpp's kernels round differently for different
+    batch sizes, so equal batches are what make equal logits.
     """
-    if model.companion is None:
-        ctx.decode([(tok, pos, 0, pos == len(prompt) - 1) for pos, tok in enumerate(prompt)])
-        return len(prompt) - 1
     n_text = next(i for i, tok in enumerate(prompt) if tok >= vocab.TEXT_VOCAB_SIZE)
-    ctx.decode_vectors(model.companion.rows(prompt[:n_text]), 0)
-    midi = prompt[n_text:]
-    ctx.decode([(tok - vocab.TEXT_VOCAB_SIZE, n_text + i, 0, i == len(midi) - 1) for i, tok in enumerate(midi)])
+    text, midi = prompt[:n_text], [tok - vocab.TEXT_VOCAB_SIZE for tok in prompt[n_text:]]
+    if model.companion is None:
+        ctx.decode([(tok, pos, 0, False) for pos, tok in enumerate(text)])
+    else:
+        ctx.decode_vectors(model.companion.rows(text), 0)
+    ctx.decode([(model.token_id(tok), n_text + i, 0, i == len(midi) - 1) for i, tok in enumerate(midi)])
     return len(midi) - 1
 
 
