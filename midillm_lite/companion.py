@@ -11,7 +11,7 @@ row lookup in a standard file, so the midi-head model sees identical input
 from __future__ import annotations
 
 import ctypes
-import mmap
+import os
 from pathlib import Path
 
 import gguf
@@ -71,16 +71,16 @@ class TextCompanion:
         block, type_size = gguf.GGML_QUANT_SIZES[self.qtype]
         self.row_bytes = self.n_embd // block * type_size
         self._start = meta.data_offset + entry.offset
-        with open(path, "rb") as fh:
-            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        if self._start + self.n_rows * self.row_bytes > len(self._map):
-            self._map.close()
+        # Rows are read, not memory-mapped: a file changed under us is then an error, not a SIGBUS.
+        self._file = open(path, "rb")  # noqa: SIM115 - held until close()
+        if self._start + self.n_rows * self.row_bytes > os.fstat(self._file.fileno()).st_size:
+            self._file.close()
             raise UserError(f"{path} is truncated: its embedding rows run past the end of the file")
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
         self.handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.handle:
-            self._map.close()
+            self._file.close()
             raise UserError(f"llama.cpp could not read the tokenizer in {path}; run with --verbose for its log")
         self.vocab = llama_cpp.llama_model_get_vocab(self.handle)
 
@@ -88,13 +88,17 @@ class TextCompanion:
         """float32 input vectors, one row per token id."""
         if any(not 0 <= t < self.n_rows for t in token_ids):
             raise ValueError(f"text token ids must be in 0..{self.n_rows - 1}")
-        raw = np.frombuffer(self._map, dtype=np.uint8, count=self.n_rows * self.row_bytes, offset=self._start)
-        picked = np.ascontiguousarray(raw.reshape(self.n_rows, self.row_bytes)[token_ids])
+        picked = np.empty((len(token_ids), self.row_bytes), dtype=np.uint8)
+        for i, token in enumerate(token_ids):
+            self._file.seek(self._start + token * self.row_bytes)
+            data = self._file.read(self.row_bytes)
+            if len(data) != self.row_bytes:
+                raise UserError(f"{self.path} changed on disk while in use (a row read came back short); reload it")
+            picked[i] = np.frombuffer(data, dtype=np.uint8)
         return ggml_to_float(picked, self.qtype, self.n_embd)
 
     def close(self) -> None:
         if self.handle:
             llama_cpp.llama_model_free(self.handle)
             self.handle = None
-        if not self._map.closed:
-            self._map.close()
+        self._file.close()

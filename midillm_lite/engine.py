@@ -39,6 +39,8 @@ llama_log = logging.getLogger("midillm_lite.llama")
 
 DEVICES = ("auto", "cpu", "gpu")
 ALL_LAYERS = -1  # llama.cpp: offload every layer
+LOAD_MODE_READ = 0  # llama_load_mode NONE: read the weights into memory (1 would memory-map them)
+LAZY_MODE_OFF = 0  # llama_lazy_mode OFF: read every tensor at load, none on demand
 CTX_ROUND = 256  # llama.cpp pads context sizes to this anyway
 MIN_UBATCH = 512  # llama.cpp's default micro-batch
 FLOAT_BYTES = ctypes.sizeof(ctypes.c_float)
@@ -236,6 +238,11 @@ def load_model(
     _init_backend()
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = layers
+    # Read the weights in instead of memory-mapping them: a model file truncated or rewritten in place while
+    # loaded would otherwise kill the process with SIGBUS. The CPU backend repacks most matrices into its own
+    # buffers anyway, so the mapping saves little memory.
+    params.load_mode = LOAD_MODE_READ
+    params.lazy_mode = LAZY_MODE_OFF
     with _signals_held():
         handle = llama_cpp.llama_model_load_from_file(str(info.path).encode(), params)
     if not handle:

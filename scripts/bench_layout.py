@@ -63,7 +63,7 @@ def markdown(results: list[dict], *, steps: int, threads: int, repeats: int) -> 
         f"`make bench-layout` ({today}; {machine()}; {threads} thread(s)). Full-size random-weight models of the real "
         f"shape; the midi-head pair is split from the standard file (same weights). Each cell: {steps} tokens per "
         f"sequence, best of {repeats} runs, each run a fresh process (standard and midi-head alternate). Peak RSS: "
-        f"GNU time's maximum resident set of that process (weights are memory-mapped, so it counts the pages read). "
+        f"GNU time's maximum resident set of that process (the engine reads the weights into memory at load). "
         f"Files: model (+ companion).",
         "",
         "| type | layout | files (GiB) | n=1 tok/s | n=4 tok/s | peak RSS n=1 / n=4 (GiB) | speed-up n=1 / n=4 |",

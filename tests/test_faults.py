@@ -276,15 +276,14 @@ with Generator(path, threads=2) as gen:
 @pytest.mark.slow
 @pytest.mark.parametrize("keep", [0.5, 0.0], ids=["half", "empty"])
 def test_model_truncated_while_loaded(tiny_gguf, tmp_path, keep: float) -> None:
-    """llama.cpp memory-maps the weights: truncating the file under it must end cleanly or loudly, never hang."""
+    """Truncating the model file under a loaded Generator must end cleanly or loudly, never hang or crash."""
     copy = tmp_path / "m.gguf"
     copy.write_bytes(tiny_gguf().read_bytes())
     size = int(copy.stat().st_size * keep)
     done = subprocess.run([sys.executable, "-c", TRUNCATE_SCRIPT, str(copy), str(size)],
                           capture_output=True, text=True, timeout=WAIT_S)  # fmt: skip
-    # Observed: SIGBUS (the mapped pages are gone). Recorded in RELIABILITY.md; what matters here is no hang.
-    print(f"\ntruncated to {keep:.0%}: exit {done.returncode}, {done.stdout.strip()!r}, {done.stderr.strip()[-300:]!r}")
-    assert done.returncode in (0, -signal.SIGBUS), (done.returncode, done.stderr[-2000:])
+    # The weights were read in at load (no memory map), so the generation finishes as if nothing happened.
+    assert done.returncode == 0 and done.stdout.strip() == "generated 30", (done.returncode, done.stderr[-2000:])
 
 
 def test_interrupt_while_the_verbs_import(monkeypatch, capsys) -> None:

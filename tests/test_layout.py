@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import gguf
 import numpy as np
 import pytest
@@ -120,3 +122,15 @@ def test_bad_midi_head_files(pair, tmp_path, capsys):
     assert code == 2 and "not a standard-layout" in stderr
     code, _, stderr = run_cli(["convert", str(pair["f32"][0]), "-o", str(tmp_path / "x.gguf")], capsys)
     assert code == 2 and "already a GGUF" in stderr
+
+
+def test_companion_truncated_while_loaded(pair, tmp_path):
+    _, head = pair["q8_0"]
+    model_copy, companion_copy = tmp_path / "m.gguf", tmp_path / "m.text.gguf"
+    model_copy.write_bytes(head.read_bytes())
+    companion_copy.write_bytes(companion_path(head).read_bytes())
+    with engine.load_model(model_copy, n_threads=THREADS, device="cpu") as model:
+        prompt = engine.build_prompt(model, DESCRIPTION)
+        os.truncate(companion_copy, 200_000)
+        with pytest.raises(UserError, match="changed on disk while in use"):
+            engine.generate_tokens(model, prompt, n=1, seed=1, max_new_tokens=3).run()
