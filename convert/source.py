@@ -7,7 +7,6 @@ is opened. Both config styles are read: `rope_scaling` + `rope_theta`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from midillm_lite.errors import UserError
+from midillm_lite.fsutil import sha256_file
 
 from .safetensors import TensorSlot, read_header
 
@@ -42,7 +42,6 @@ HUB_ALLOW_PATTERNS = [
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 LOCAL_REVISION = "local"
 _SHA256_NAME = re.compile(r"[0-9a-f]{64}")  # an LFS blob in the hub cache is named by its content's sha256
-HASH_CHUNK = 1 << 20
 HUB_SNAPSHOTS_DIR, HUB_BLOBS_DIR = "snapshots", "blobs"  # the HF cache: snapshots/<rev>/<file> -> ../../blobs/<hash>
 
 
@@ -152,11 +151,7 @@ def verify_blobs(folder: Path) -> None:
         blob = link.resolve()
         if not _SHA256_NAME.fullmatch(blob.name):
             continue  # not an LFS blob: the hub names it by a git hash, which is not the content's sha256
-        digest = hashlib.sha256()
-        with open(blob, "rb") as fh:
-            while chunk := fh.read(HASH_CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != blob.name:
+        if sha256_file(blob) != blob.name:
             raise UserError(
                 f"{link.name} in the Hugging Face cache is corrupt (its sha256 is not the hub's {blob.name[:12]}...); "
                 f"delete {blob} and convert again to download it anew"

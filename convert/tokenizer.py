@@ -45,13 +45,9 @@ def amt_token_name(amt_id: int) -> str:
         return f"<|amt_note_i{instr}_p{pitch}|>"
     if amt_id == vocab.REST:
         return "<|amt_rest|>"
-    if vocab.ATIME_OFFSET <= amt_id < vocab.ADUR_OFFSET:
-        return f"<|amt_ctrl_time_{amt_id - vocab.ATIME_OFFSET}|>"
-    if vocab.ADUR_OFFSET <= amt_id < vocab.ANOTE_OFFSET:
-        return f"<|amt_ctrl_dur_{amt_id - vocab.ADUR_OFFSET}|>"
-    if vocab.ANOTE_OFFSET <= amt_id < vocab.CONTROL_END:
-        instr, pitch = divmod(amt_id - vocab.ANOTE_OFFSET, vocab.MAX_PITCH)
-        return f"<|amt_ctrl_note_i{instr}_p{pitch}|>"
+    if vocab.CONTROL_OFFSET <= amt_id < vocab.CONTROL_END:
+        # The control block mirrors the event block: name the event, marked as a control.
+        return amt_token_name(amt_id - vocab.CONTROL_OFFSET).replace("<|amt_", "<|amt_ctrl_", 1)
     named = {vocab.SEPARATOR: "separator", vocab.AUTOREGRESS: "autoregress", vocab.ANTICIPATE: "anticipate"}
     if amt_id in named:
         return f"<|amt_{named[amt_id]}|>"

@@ -1,9 +1,10 @@
-"""Atomic file output: every file appears under its final name complete or not at all."""
+"""File handling shared by every stage: atomic output (complete under its final name, or absent) and file hashes."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -56,6 +57,18 @@ def _default_mode() -> int:
     umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
     os.umask(umask)
     return 0o666 & ~umask
+
+
+HASH_CHUNK = 1 << 20  # bytes read at a time: hashing a 2 GB model must not hold it in memory
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's content, read a chunk at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, force: bool = True) -> None:

@@ -12,12 +12,10 @@ during sampling ends it early and returns what was made, marked partial
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import mido
@@ -27,16 +25,15 @@ from .codec import decode_tokens
 from .continuation import Continuation
 from .engine import Generation, Model, StepEvent, Timings, build_prompt, generate_tokens, load_model
 from .errors import UserError
-from .midi import notes_to_midi
+from .fsutil import sha256_file
 from .modelinfo import ModelInfo
 from .models import resolve_model
 from .sampling import MAX_SIMULTANEOUS_NOTES, NoteState, SamplingParams, too_many_simultaneous
-from .transcode import MusicSummary, summarize
+from .transcode import MusicSummary, decoded_to_midi
 from .vocab import DUR_OFFSET, TIME_OFFSET, TIME_RESOLUTION, TOKENS_PER_NOTE
 
 MAX_OUTPUTS = 32  # each sequence holds its own ~2k-token KV cache; beyond this memory, not speed, is the limit
 HASH_PREFIX = 16
-HASH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -78,7 +75,6 @@ class GenerationResult:
     interrupted: bool = False
     wall_s: float = 0.0
     model_sha256: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def stats(self) -> dict[str, Any]:
         """generation_stats.json: everything needed to reproduce and judge the run."""
@@ -128,16 +124,7 @@ class GenerationResult:
                 "overhead_fraction": round(t.overhead_fraction, 4),
                 "wall_s": round(self.wall_s, 3),
             },
-            **self.extra,
         }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Generator:
@@ -161,7 +148,7 @@ class Generator:
 
     def sha256_prefix(self) -> str:
         if self._sha256 is None:
-            self._sha256 = file_sha256(self.path)[:HASH_PREFIX]
+            self._sha256 = sha256_file(self.path)[:HASH_PREFIX]
         return self._sha256
 
     def close(self) -> None:
@@ -288,10 +275,9 @@ def _make_output(seq: int, tokens: list[int], continuation: Continuation | None,
     if not partial and len(tokens) % TOKENS_PER_NOTE == 1 and TIME_OFFSET <= tokens[-1] < DUR_OFFSET:
         tokens = tokens[:-1]  # a --seconds stop: the arrival time past the limit starts no note
     decoded = decode_tokens(tokens)
-    notes = continuation.reassemble(decoded.notes) if continuation else decoded.notes
-    written = notes_to_midi(notes)
-    summary = summarize(notes, decoded.repairs + written.repairs, rests=decoded.rests, segments=decoded.segments)
+    notes = continuation.reassemble(decoded.notes) if continuation else None
+    midi, summary = decoded_to_midi(decoded, notes=notes)
     rejected = None
     if too_many_simultaneous(tokens):
         rejected = f"more than {MAX_SIMULTANEOUS_NOTES} notes at one onset (the reference rejects such samples)"
-    return Output(seq + 1, tokens, written.midi, summary, partial=partial, rejected=rejected)
+    return Output(seq + 1, tokens, midi, summary, partial=partial, rejected=rejected)

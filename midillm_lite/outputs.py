@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fsutil import atomic_write_bytes, atomic_write_text
-from .midi import midi_bytes
-from .tokens_file import format_tokens
+from .fsutil import atomic_write_text
+from .midi import save_midi
+from .tokens_file import write_tokens
 
 DEFAULT_ROOT = Path("midillm-out")
 SLUG_WORDS = 6
@@ -83,8 +83,8 @@ def output_paths(out: Path, index: int, *, rejected: bool = False) -> tuple[Path
 def write_output(out: Path, index: int, tokens: list[int], midi, *, rejected: bool = False) -> tuple[Path, Path]:
     """Write one output's token file and MIDI file atomically (overwriting: the folder is ours)."""
     midi_path, tokens_path = output_paths(out, index, rejected=rejected)
-    atomic_write_text(tokens_path, format_tokens(tokens))
-    atomic_write_bytes(midi_path, midi_bytes(midi))
+    write_tokens(tokens_path, tokens, force=True)
+    save_midi(midi, midi_path, force=True)
     return midi_path, tokens_path
 
 

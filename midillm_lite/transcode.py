@@ -11,7 +11,7 @@ from pathlib import Path
 import mido
 
 from . import gm
-from .codec import REPAIRS, Note, decode_tokens, encode_notes, length_seconds, shift_notes
+from .codec import REPAIRS, Decoded, Note, decode_tokens, encode_notes, length_seconds, shift_notes
 from .fsutil import check_writable_target
 from .midi import notes_to_midi, read_midi, save_midi
 from .tokens_file import STDIO, read_tokens, write_tokens
@@ -64,10 +64,17 @@ def summarize(notes: Sequence[Note], repairs: Counter[str] | None = None, *, res
 
 def tokens_to_midi(token_ids: Iterable[int]) -> tuple[mido.MidiFile, MusicSummary]:
     """Decode any integers to a valid MIDI file; never raises on token content."""
-    decoded = decode_tokens(token_ids)
-    written = notes_to_midi(decoded.notes)
-    repairs = decoded.repairs + written.repairs
-    summary = summarize(decoded.notes, repairs, rests=decoded.rests, segments=decoded.segments)
+    return decoded_to_midi(decode_tokens(token_ids))
+
+
+def decoded_to_midi(decoded: Decoded, *, notes: Sequence[Note] | None = None) -> tuple[mido.MidiFile, MusicSummary]:
+    """The MIDI file of decoded tokens (or of `notes` built from them, e.g. a piece they continue) and its summary.
+
+    The summary counts the decoder's repairs and the MIDI writer's together.
+    """
+    notes = decoded.notes if notes is None else notes
+    written = notes_to_midi(notes)
+    summary = summarize(notes, decoded.repairs + written.repairs, rests=decoded.rests, segments=decoded.segments)
     return written.midi, summary
 
 

@@ -104,25 +104,34 @@ def write_random_checkpoint(folder: Path, seed: int = 0) -> int:
     return (folder / "model.safetensors").stat().st_size
 
 
-def run_one(checkpoint: Path, out: Path, quant: str, threads: int) -> dict:
-    """Convert in a child process; wall time and that child's own peak RSS.
+Measured = tuple[int, float, float, str]  # exit code, wall seconds, peak RSS (GiB), stdout
+
+
+def run_measured(command: list[str], rss_file: Path, env: dict[str, str] | None = None) -> Measured:
+    """Run a child: (exit code, wall seconds, the child's own peak RSS in GiB, its stdout).
 
     The child is started through /usr/bin/time where it exists: a process forked from this
-    one (which just built a checkpoint) would inherit our high-water mark into its ru_maxrss.
+    one (which may just have built a checkpoint) would inherit our high-water mark into its ru_maxrss.
     """
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
-    command = [sys.executable, "-c", CHILD, str(checkpoint), str(out), quant, str(threads)]
-    rss_file = out.with_suffix(".rss")
     if Path(TIME_BINARY).exists():
         command = [TIME_BINARY, "-f", "%M", "-o", str(rss_file), *command]
     started = time.monotonic()
-    child = subprocess.Popen(command, env=env)
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    stdout = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.monotonic() - started
     peak_kib = int(rss_file.read_text().split()[-1]) if rss_file.exists() else usage.ru_maxrss
     rss_file.unlink(missing_ok=True)
-    result = {"quant": quant, "rc": os.waitstatus_to_exitcode(status), "seconds": seconds}
-    result["peak_rss_gb"] = peak_kib / 1024**2
+    return os.waitstatus_to_exitcode(status), seconds, peak_kib / 1024**2, stdout
+
+
+def run_one(checkpoint: Path, out: Path, quant: str, threads: int) -> dict:
+    """Convert in a child process; wall time and that child's own peak RSS."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    command = [sys.executable, "-c", CHILD, str(checkpoint), str(out), quant, str(threads)]
+    rc, seconds, peak_gib, _ = run_measured(command, out.with_suffix(".rss"), env)
+    result = {"quant": quant, "rc": rc, "seconds": seconds, "peak_rss_gb": peak_gib}
     result["size_gb"] = out.stat().st_size / 1024**3 if out.exists() else 0.0
     out.unlink(missing_ok=True)
     return result

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-from bench_convert import TIME_BINARY, machine, update_benchmarks
+from bench_convert import machine, run_measured, update_benchmarks
 from bench_gen import full_model
 from midillm_lite.convert import convert
 
@@ -41,14 +40,11 @@ def midi_head(standard: Path) -> Path:
 
 
 def run_child(model: Path, n: int, steps: int, threads: int) -> dict:
-    rss_file = model.with_suffix(".rss")
-    command = [TIME_BINARY, "-f", "%M", "-o", str(rss_file), sys.executable, "-c", CHILD, str(model), str(n),
-               str(steps), str(threads)]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, check=True)
-    row = json.loads(run.stdout.strip().splitlines()[-1])
-    row["peak_rss_gib"] = int(rss_file.read_text().split()[-1]) / 1024**2
-    rss_file.unlink()
-    return row
+    command = [sys.executable, "-c", CHILD, str(model), str(n), str(steps), str(threads)]
+    rc, _, peak_gib, stdout = run_measured(command, model.with_suffix(".rss"))
+    if rc != 0:
+        raise SystemExit(f"benchmark child for {model.name} n={n} failed with exit code {rc}")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_rss_gib": peak_gib}
 
 
 def file_gib(*paths: Path) -> float:

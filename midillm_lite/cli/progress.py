@@ -5,14 +5,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from ..engine import Timings
-from ..generate import GenerationResult, OutputProgress
+if TYPE_CHECKING:  # types only: importing the engine (llama.cpp) here would slow every verb's start-up
+    from ..engine import Timings
+    from ..generate import GenerationResult, OutputProgress
 
 REFRESH_S = 0.25  # redraw at most 4 times a second: drawing must not cost sampling time
 PLAIN_EVERY_S = 10.0  # off a terminal, one progress line this often
