@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 LLAMA_CPP_VERSION := 0.3.36
 STAMP := $(VENV)/.midillm-installed
 
-.PHONY: install test lint bench bench-convert bench-layout fuzz clean
+.PHONY: install test lint bench bench-convert bench-layout fuzz clean demo demo-data demo-model
 
 install: $(STAMP)
 
@@ -50,3 +50,31 @@ $(REF_STAMP):
 # transformers path on the same weights; updates BENCHMARKS.md.
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) scripts/bench_gen.py --full --write --steps 256 --reference-python $(REF_VENV)/bin/python
+
+# --- the bundled demo model (issue 5) -----------------------------------------------------------------------
+# `make demo`: the main job on a fresh clone: generate from the bundled demo model into ./midillm-out/.
+# --seconds 40: the demo's arrival times drift to the 100 s ceiling within a full-length sample (see its card).
+DEMO_PROMPT ?= A gentle Baroque chorale for string quartet, at 72 BPM.
+demo: $(STAMP)
+	$(VENV)/bin/midillm-lite gen "$(DEMO_PROMPT)" --model midillm-demo-q8_0 -n 4 --seconds 40
+
+# Training needs torch, music21 and matplotlib: the [train] extra, installed only for these targets.
+TRAIN_STAMP := $(VENV)/.midillm-train-installed
+$(TRAIN_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[train]'
+	touch $@
+
+DEMO_DATA := build/demo/data/dataset.npz
+$(DEMO_DATA): $(TRAIN_STAMP) demo/data.py demo/captions.py
+	$(PY) -m demo.data
+
+# About 10 minutes on 2 cores: music21 corpus -> MIDI -> AMT events with captions, into build/demo/data/.
+demo-data: $(DEMO_DATA)
+
+# About an hour on 2 cores: train, export a Hugging Face folder, `midillm-lite convert` it (F32, Q8_0, Q4_K_M),
+# evaluate, and write models/midillm-demo-q8_0.gguf, its card and plots, and BENCHMARKS.md's fidelity section.
+demo-model: $(DEMO_DATA)
+	$(PY) -m demo.train
+	$(PY) -m demo.export
+	$(PY) -m demo.evaluate
+	$(PY) -m demo.card

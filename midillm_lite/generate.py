@@ -27,7 +27,7 @@ from .engine import Generation, Model, StepEvent, Timings, build_prompt, generat
 from .errors import UserError
 from .fsutil import sha256_file
 from .modelinfo import ModelInfo
-from .models import resolve_model
+from .models import ModelChoice, find_model
 from .sampling import MAX_SIMULTANEOUS_NOTES, NoteState, SamplingParams, too_many_simultaneous
 from .transcode import MusicSummary, decoded_to_midi
 from .vocab import DUR_OFFSET, TIME_OFFSET, TIME_RESOLUTION, TOKENS_PER_NOTE
@@ -75,6 +75,7 @@ class GenerationResult:
     interrupted: bool = False
     wall_s: float = 0.0
     model_sha256: str = ""
+    model_name: str = ""
 
     def stats(self) -> dict[str, Any]:
         """generation_stats.json: everything needed to reproduce and judge the run."""
@@ -83,7 +84,12 @@ class GenerationResult:
         return {
             "prompt": self.prompt,
             "midillm_lite_version": __version__,
-            "model": {"path": str(self.model.path), "sha256_prefix": self.model_sha256, "quant": self.model.quant},
+            "model": {
+                "name": self.model_name,
+                "path": str(self.model.path),
+                "sha256_prefix": self.model_sha256,
+                "quant": self.model.quant,
+            },
             "sampling": {
                 "temperature": self.params.temperature,
                 "top_p": self.params.top_p,
@@ -138,7 +144,8 @@ class Generator:
         gpu_layers: int | None = None,
         threads: int | None = None,
     ):
-        self.path = resolve_model(model)
+        self.choice: ModelChoice = find_model(model)  # its name, and whether it is the bundled demo
+        self.path = self.choice.path
         self.model: Model = load_model(self.path, n_threads=threads, n_gpu_layers=gpu_layers, device=device)
         self._sha256: str | None = None
 
@@ -218,6 +225,7 @@ class Generator:
             interrupted=interrupted,
             wall_s=time.perf_counter() - started,
             model_sha256=self.sha256_prefix(),
+            model_name=self.choice.name,
         )
 
 

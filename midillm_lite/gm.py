@@ -45,5 +45,11 @@ def instrument_name(instrument: int) -> str:
     return DRUM_NAME if instrument == DRUM_INSTRUMENT else PROGRAM_NAMES[instrument]
 
 
+FAMILY_NAMES = (
+    "Piano", "Chromatic Percussion", "Organ", "Guitar", "Bass", "Strings", "Ensemble", "Brass",
+    "Reed", "Pipe", "Synth Lead", "Synth Pad", "Synth Effects", "Ethnic", "Percussive", "Sound Effects",
+)  # fmt: skip
+
+
 def family(program: int) -> int:
     return program // PROGRAMS_PER_FAMILY

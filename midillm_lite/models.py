@@ -1,9 +1,12 @@
-"""Which GGUF `--model` means: a path, a registry name, or a hub repo id converted on first use; and the default.
+"""Which GGUF `--model` means (a path, a registry name, or a hub repo id converted on first use), the default, the list.
 
-The registry (`models/registry.json`) lists known models best first. Models
-live in the repository's `models/` folder or in the user model folder
+The registry (`models/registry.json`) lists known models best first: MIDI-LLM
+conversions, then the small demo model bundled with the repository. Models live
+in the repository's `models/` folder or in the user model folder
 (`$MIDILLM_HOME/models`, default `~/.cache/midillm-lite/models`). Names are
-looked up, never joined into paths, so `--model ../../x` cannot escape.
+looked up, never joined into paths, so `--model ../../x` cannot escape. Nothing
+here touches the network except `_convert_from_hub`, which only `gen --model`
+reaches.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
@@ -24,16 +28,75 @@ REGISTRY = REPO_MODELS / "registry.json"
 HOME_ENV = "MIDILLM_HOME"
 DEFAULT_HOME = Path("~/.cache/midillm-lite")
 HUB_CONVERT_QUANT = "q4_k_m"
+GGUF_SUFFIX = ".gguf"
+COMPANION_SUFFIX = ".text.gguf"  # a midi-head model's text companion: not a model of its own
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_QUANT_NAME = re.compile(r"[A-Za-z0-9_]+")
+
+# What `list_models` says about each model (ModelListing.status).
+PRESENT = "present"
+BUNDLED = "bundled"
+ABSENT = "absent"
 
 
 @dataclass(frozen=True)
 class RegistryEntry:
     name: str
-    repo: str
-    quant: str
-    file: str
+    file: str  # a file name (no folders) looked up in the model folders
     description: str = ""
+    repo: str | None = None  # hub repo id that `convert` makes it from; required unless bundled
+    quant: str | None = None  # the --quant for that conversion; required unless bundled
+    bundled: bool = False  # shipped in the repository's models/ folder, never converted
+
+
+_ENTRY_KEYS = {f.name for f in fields(RegistryEntry)} - {"name"}  # the name is the key in "models"
+_BOOL_KEYS = {"bundled"}
+_OPTIONAL_KEYS = {"description", "repo", "quant", "bundled"}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model file and what it is: `entry` is its registry entry, None for any other file."""
+
+    name: str
+    path: Path
+    entry: RegistryEntry | None = None
+
+    @property
+    def bundled(self) -> bool:
+        return self.entry is not None and self.entry.bundled
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """One line of `midillm-lite models`: a registry entry (present or not) or another GGUF found locally."""
+
+    name: str
+    status: str  # PRESENT, BUNDLED (present, shipped with midillm-lite) or ABSENT
+    path: Path  # where it is; for an absent model, where it would go
+    size_bytes: int | None
+    description: str
+    in_registry: bool
+    bundled: bool = False
+    repo: str | None = None
+    quant: str | None = None
+    convert_command: str | None = None  # how to make an absent model
+    default: bool = False  # what `gen` uses without --model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+            "description": self.description,
+            "in_registry": self.in_registry,
+            "bundled": self.bundled,
+            "repo": self.repo,
+            "quant": self.quant,
+            "convert_command": self.convert_command,
+            "default": self.default,
+        }
 
 
 def user_model_dir() -> Path:
@@ -46,10 +109,51 @@ def registry(path: Path | None = None) -> list[RegistryEntry]:
     if not path.is_file():
         return []
     try:
-        models = json.loads(path.read_text(encoding="utf-8"))["models"]
-        return [RegistryEntry(name=name, **fields) for name, fields in models.items()]
-    except (ValueError, KeyError, TypeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise UserError(f"{path} is not a valid model registry ({exc})") from exc
+    try:
+        return _parse_registry(data)
+    except ValueError as exc:
+        raise UserError(f"{path} is not a valid model registry ({exc})") from exc
+
+
+def _parse_registry(data: object) -> list[RegistryEntry]:
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict):
+        raise ValueError('it needs an object {"models": {NAME: {...}, ...}}')
+    return [_parse_entry(name, fields_) for name, fields_ in models.items()]
+
+
+def _parse_entry(name: str, raw: object) -> RegistryEntry:
+    if not isinstance(raw, dict):
+        raise ValueError(f"model {name!r} must be an object, not {type(raw).__name__}")
+    unknown = sorted(set(raw) - _ENTRY_KEYS)
+    if unknown:
+        raise ValueError(f"model {name!r}: unknown field {unknown[0]!r}")
+    missing = sorted(_ENTRY_KEYS - _OPTIONAL_KEYS - set(raw))
+    if missing:
+        raise ValueError(f"model {name!r}: no {missing[0]!r}")
+    for key, value in raw.items():
+        wanted = bool if key in _BOOL_KEYS else str
+        if not isinstance(value, wanted):
+            raise ValueError(f"model {name!r}: {key!r} must be a {wanted.__name__}, not {type(value).__name__}")
+    entry = RegistryEntry(name=name, **raw)
+    if not name.strip():
+        raise ValueError("a model name is empty")
+    if not _is_file_name(entry.file):
+        raise ValueError(f"model {name!r}: 'file' must be a .gguf file name without folders, not {entry.file!r}")
+    if not entry.bundled:
+        if entry.repo is None or not is_repo_id(entry.repo):
+            raise ValueError(f"model {name!r}: 'repo' must be a hub repo id (owner/name) unless 'bundled' is true")
+        if entry.quant is None or not _QUANT_NAME.fullmatch(entry.quant):
+            raise ValueError(f"model {name!r}: 'quant' must be a quantization type (q8_0, ...) unless bundled")
+    return entry
+
+
+def _is_file_name(text: str) -> bool:
+    plain = text.isprintable() and "\\" not in text and not text.startswith(".")
+    return plain and text.endswith(GGUF_SUFFIX) and Path(text).name == text
 
 
 def _search_dirs() -> list[Path]:
@@ -68,52 +172,174 @@ def is_repo_id(text: str) -> bool:
     return bool(_REPO_ID.fullmatch(text)) and ".." not in text
 
 
-def default_model() -> Path:
-    """The best registry model present locally; a clear error naming how to get one otherwise."""
+def hub_file_name(repo: str, quant: str = HUB_CONVERT_QUANT) -> str:
+    """The file a hub repo id is converted into on first use: `owner--name-QUANT.gguf`."""
+    return f"{repo.replace('/', '--')}-{quant}{GGUF_SUFFIX}"
+
+
+def _local_ggufs() -> list[Path]:
+    """Model files in the model folders (companions and hidden files left out), each folder sorted by name."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for folder in _search_dirs():
+        try:
+            paths = sorted(p for p in folder.iterdir() if p.name.endswith(GGUF_SUFFIX))
+        except OSError:  # a folder that is not there (or not readable) holds no models
+            continue
+        for path in paths:
+            if path.name.startswith(".") or path.name.endswith(COMPANION_SUFFIX) or not path.is_file():
+                continue
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                found.append(path)
+    return found
+
+
+def _hub_conversions(entries: list[RegistryEntry], local: list[Path]) -> list[tuple[Path, str, str]]:
+    """Files not in the registry named as `gen --model OWNER/NAME` converts a registry repo: (path, repo, quant)."""
+    registry_files = {e.file for e in entries}
+    repos = list(dict.fromkeys(e.repo for e in entries if e.repo and not e.bundled))
+    found = []
+    for path in local:
+        for repo in repos:
+            prefix = hub_file_name(repo, quant="")[: -len(GGUF_SUFFIX)]
+            quant = path.name[len(prefix) : -len(GGUF_SUFFIX)]
+            if path.name.startswith(prefix) and _QUANT_NAME.fullmatch(quant) and path.name not in registry_files:
+                found.append((path, repo, quant))
+                break
+    return found
+
+
+def _ranked(entries: list[RegistryEntry]) -> list[ModelChoice]:
+    """Every model present, best first: registry conversions, other conversions of their repos, bundled models."""
+    present = [(e, _find_file(e.file)) for e in entries]
+    converted = [ModelChoice(e.name, p, e) for e, p in present if p and not e.bundled]
+    others = [ModelChoice(p.stem, p) for p, _, _ in _hub_conversions(entries, _local_ggufs())]
+    bundled = [ModelChoice(e.name, p, e) for e, p in present if p and e.bundled]
+    return converted + others + bundled
+
+
+def default_model() -> ModelChoice:
+    """The best model present locally (see `_ranked`); a clear error naming how to get one otherwise."""
     entries = registry()
-    for entry in entries:
-        found = _find_file(entry.file)
-        if found:
-            return found
-    hint = entries[-1] if entries else None
+    ranked = _ranked(entries)
+    if ranked:
+        return ranked[0]
+    hint = next((e for e in reversed(entries) if not e.bundled), None)
     how = (
         f"`midillm-lite gen --model {hint.repo} ...` downloads and converts it once, or "
         f"`midillm-lite convert {hint.repo} -q {hint.quant} -o {user_model_dir() / hint.file}`"
         if hint
         else "`midillm-lite convert` makes one"
     )
-    raise UserError(f"no model found in {' or '.join(map(str, _search_dirs()))}; pass --model FILE.gguf ({how})")
+    missing = [e.file for e in entries if e.bundled]
+    gone = f"; the bundled {', '.join(missing)} is missing too (a fresh clone has it)" if missing else ""
+    raise UserError(f"no model found in {' or '.join(map(str, _search_dirs()))}{gone}; pass --model FILE.gguf ({how})")
 
 
-def resolve_model(model: str | os.PathLike[str] | None, *, allow_download: bool = True) -> Path:
-    """A GGUF path for what the user typed (see the module docstring); converts a hub repo on first use."""
+def find_model(model: str | os.PathLike[str] | None, *, allow_download: bool = True) -> ModelChoice:
+    """The model for what the user typed (see the module docstring); converts a hub repo on first use."""
     if model is None or str(model) == "":
         return default_model()
     text = str(model)
     path = Path(text).expanduser()
     if path.is_file():
-        return path
+        entry = _registry_entry_for(path)
+        return ModelChoice(entry.name if entry else _stem(path), path, entry)
     if path.is_dir():
         raise UserError(f"{path} is a folder; pass a .gguf file (`midillm-lite convert` makes one from a checkpoint)")
     by_name = {e.name: e for e in registry()}
     if text in by_name:
         entry = by_name[text]
-        return _find_file(entry.file) or _convert_from_hub(entry.repo, entry.quant, entry.file, allow_download)
-    if text.endswith(".gguf") or (os.sep in text and not is_repo_id(text)):
+        found = _find_file(entry.file)
+        if found is None and entry.bundled:
+            raise UserError(f"{entry.file} (bundled with midillm-lite) is missing from {REPO_MODELS}")
+        return ModelChoice(entry.name, found or _convert_from_hub(entry, allow_download), entry)
+    if text.endswith(GGUF_SUFFIX) or (os.sep in text and not is_repo_id(text)):
         raise UserError(f"{text}: no such model file")
     if is_repo_id(text):
-        file_name = f"{text.replace('/', '--')}-{HUB_CONVERT_QUANT}.gguf"
-        return _find_file(file_name) or _convert_from_hub(text, HUB_CONVERT_QUANT, file_name, allow_download)
+        file_name = hub_file_name(text)
+        found = _find_file(file_name) or _convert_from_hub(
+            RegistryEntry(name=text, file=file_name, repo=text, quant=HUB_CONVERT_QUANT), allow_download
+        )
+        return ModelChoice(_stem(found), found)
     names = ", ".join(by_name) or "none"
     raise UserError(f"{text!r} is not a model file, a registry name ({names}) or a hub repo id (owner/name)")
 
 
-def _convert_from_hub(repo: str, quant: str, file_name: str, allow_download: bool) -> Path:
-    target = user_model_dir() / file_name
+def resolve_model(model: str | os.PathLike[str] | None, *, allow_download: bool = True) -> Path:
+    """The GGUF path of `find_model`."""
+    return find_model(model, allow_download=allow_download).path
+
+
+def _registry_entry_for(path: Path) -> RegistryEntry | None:
+    try:
+        return next((e for e in registry() if e.file == path.name), None)
+    except UserError:  # a broken registry does not stand between the user and a file they named
+        return None
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(GGUF_SUFFIX)] if path.name.endswith(GGUF_SUFFIX) else path.name
+
+
+def convert_command(repo: str, quant: str, file_name: str) -> str:
+    return f"midillm-lite convert {repo} -q {quant} -o {user_model_dir() / file_name}"
+
+
+def _convert_from_hub(entry: RegistryEntry, allow_download: bool) -> Path:
+    assert entry.repo and entry.quant, "only entries with a repo are converted"
+    target = user_model_dir() / entry.file
     if not allow_download:
-        raise UserError(f"{file_name} is not here; run `midillm-lite convert {repo} -q {quant} -o {target}`")
+        raise UserError(f"{entry.file} is not here; run `{convert_command(entry.repo, entry.quant, entry.file)}`")
     from .convert import convert  # the conversion stage loads only when needed
 
-    log.warning("converting %s (%s) to %s once; later runs reuse it", repo, quant, target)
-    convert(repo, target, quant=quant)
+    log.warning("converting %s (%s) to %s once; later runs reuse it", entry.repo, entry.quant, target)
+    convert(entry.repo, target, quant=entry.quant)
     return target
+
+
+def list_models() -> list[ModelListing]:
+    """The registry's models (present, bundled, or how to make them) then other local GGUFs; never the network."""
+    entries = registry()
+    ranked = _ranked(entries)
+    default = ranked[0].path if ranked else None
+    listing = []
+    for e in entries:
+        path = _find_file(e.file)
+        if path is not None:
+            status = BUNDLED if e.bundled else PRESENT
+            listing.append(_listing(e.name, status, path, e.description, e, default))
+        elif e.bundled:
+            listing.append(_listing(e.name, ABSENT, REPO_MODELS / e.file, e.description, e, default))
+        else:
+            assert e.repo and e.quant
+            how = convert_command(e.repo, e.quant, e.file)
+            listing.append(_listing(e.name, ABSENT, user_model_dir() / e.file, e.description, e, default, how))
+    conversions = {path: (repo, quant) for path, repo, quant in _hub_conversions(entries, _local_ggufs())}
+    registry_files = {e.file for e in entries}
+    for path in _local_ggufs():
+        if path.name in registry_files:
+            continue  # a second copy of a registry model: the first one found is the one used
+        repo, quant = conversions.get(path, (None, None))
+        what = f"MIDI-LLM converted from {repo} ({quant})" if repo else "a local GGUF, not in the registry"
+        item = _listing(_stem(path), PRESENT, path, what, None, default)
+        listing.append(replace(item, repo=repo, quant=quant))
+    return listing
+
+
+def _listing(name, status, path, description, entry, default, how=None) -> ModelListing:
+    size = path.stat().st_size if status != ABSENT else None
+    return ModelListing(
+        name=name,
+        status=status,
+        path=path,
+        size_bytes=size,
+        description=description,
+        in_registry=entry is not None,
+        bundled=bool(entry and entry.bundled),
+        repo=entry.repo if entry else None,
+        quant=entry.quant if entry else None,
+        convert_command=how,
+        default=default is not None and status != ABSENT and path == default,
+    )

@@ -49,6 +49,7 @@ def _register() -> None:
         codec_cmds,  # noqa: F401
         convert_cmds,  # noqa: F401
         gen_cmds,  # noqa: F401
+        models_cmds,  # noqa: F401
     )
 
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -15,7 +15,11 @@ from ..outputs import DEFAULT_ROOT, new_output_dir, prepare_output_dir, write_ou
 from . import app
 from .progress import Progress
 
+if TYPE_CHECKING:
+    from ..models import ModelChoice
+
 EXIT_INTERRUPTED = 130
+DEMO_NOTE = "demo model bundled with midillm-lite; run `midillm-lite models` to get MIDI-LLM"
 
 
 class Device(str, Enum):
@@ -102,12 +106,19 @@ def gen_command(
     # SIGTERM reaches here as KeyboardInterrupt (cli.main), so it also keeps the partial outputs.
     with Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads) as gen:
         if not quiet and not as_json:
-            typer.echo(f"model: {gen.path} ({gen.info.quant}, {gen.model.n_threads} threads)", err=True)
+            typer.echo(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
         for text in prompts:
             where = out if out is not None and not batch else root
             interrupted = _one(gen, text, where, batch or out is None, settings, as_json=as_json, quiet=quiet)
             if interrupted:
                 raise typer.Exit(EXIT_INTERRUPTED)
+
+
+def model_line(choice: ModelChoice, details: str = "") -> str:
+    """`model: NAME (PATH; details)`, or for the bundled demo a pointer to the real thing."""
+    if choice.bundled:
+        return f"model: {choice.name} ({DEMO_NOTE})"
+    return f"model: {choice.name} ({choice.path}{'; ' + details if details else ''})"
 
 
 def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_json: bool, quiet: bool) -> bool:
@@ -181,15 +192,15 @@ def bench_command(
 ) -> None:
     """Measure prompt and generation throughput for n = 1, 2, 4, 8 outputs decoded together."""
     from ..bench import format_table, run_bench
-    from ..models import resolve_model
+    from ..models import find_model
 
     counts = _parse_counts(ns)
-    path = resolve_model(model)
-    rows = run_bench(path, ns=counts, steps=steps, threads=threads, device=device.value)
+    choice = find_model(model)
+    rows = run_bench(choice.path, ns=counts, steps=steps, threads=threads, device=device.value)
     if as_json:
         typer.echo(json.dumps([row.to_dict() for row in rows], indent=2))
     else:
-        typer.echo(f"model: {path}")
+        typer.echo(model_line(choice))
         typer.echo(format_table(rows))
 
 

@@ -1,0 +1,289 @@
+"""The demo training set: music21 corpus scores -> MIDI -> AMT events (our encoder) with captions; `make demo-data`.
+
+Each score goes through music21's MIDI export and `midillm_lite.midi` /
+`codec`, the path any user MIDI takes. Parts become placeholder programs
+(part index), so a rendering can re-orchestrate in note space; time scales
+to the rendering's tempo. Pieces (not windows) are split into train and
+held-out by a hash of their corpus path, so no held-out piece leaks. The
+output is `dataset.npz` (token ids) plus `examples.jsonl` (captions and
+provenance) and `stats.json`, deterministic for a given corpus and seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mido
+import numpy as np
+
+from midillm_lite import gm, vocab
+from midillm_lite.codec import Note, encode_notes
+from midillm_lite.midi import midi_to_notes
+
+from .captions import PieceInfo, Rendering, choose_rendering
+
+log = logging.getLogger("demo.data")
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "build" / "demo" / "data"
+VOCAB_GGUF = ROOT / "tests" / "data" / "ggml-vocab-llama-bpe.gguf"  # the Llama-3 BPE vocabulary llama.cpp ships
+MAX_NOTES = vocab.DEFAULT_MAX_TOKENS // vocab.TOKENS_PER_NOTE  # 682: one window fills one default generation
+MIN_NOTES = 24
+HELD_OUT_EVERY = 20  # one piece in 20 is held out
+PARSE_TIMEOUT_S = 90
+
+# (collection folder, file suffixes, files taken, scores taken per file, genre words, composer)
+SOURCES = (
+    ("bach", (".mxl",), 410, 1, "Baroque chorale", "J. S. Bach"),
+    ("palestrina", (".krn",), 260, 1, "Renaissance mass movement", "Palestrina"),
+    ("monteverdi", (".mxl",), 49, 1, "Italian madrigal", "Monteverdi"),
+    ("trecento", (".xml",), 60, 1, "medieval Italian song", None),
+    ("haydn", (".mxl",), 9, 1, "Classical string quartet movement", "Haydn"),
+    ("mozart", (".mxl",), 16, 1, "Classical string quartet movement", "Mozart"),
+    ("beethoven", (".mxl",), 8, 1, "string quartet movement", "Beethoven"),
+    ("ryansMammoth", (".abc",), 260, 1, "fiddle tune", None),
+    ("oneills1850", (".abc",), 8, 40, "Irish folk tune", None),
+    ("essenFolksong", (".abc",), 8, 40, "European folk song", None),
+    ("airdsAirs", (".abc",), 6, 20, "Scottish air", None),
+)
+
+
+@dataclass
+class ParsedPiece:
+    piece_id: str  # corpus-relative path, plus the opus number for collections
+    info: PieceInfo
+    notes: np.ndarray  # (n, 4) int32: onset, duration, part, pitch (part index as placeholder program)
+
+
+def corpus_files(seed: int) -> list[tuple[Path, tuple]]:
+    """The files each source takes: a seeded sample of its sorted paths."""
+    from music21 import corpus
+
+    paths = corpus.getPaths()
+    chosen: list[tuple[Path, tuple]] = []
+    for source in SOURCES:
+        folder, suffixes, take = source[0], source[1], source[2]
+        files = sorted(p for p in paths if folder in p.parts and p.suffix in suffixes)
+        random.Random(f"{seed}:{folder}").shuffle(files)
+        chosen += [(p, source) for p in sorted(files[:take])]
+    return chosen
+
+
+def _key_text(score) -> str | None:
+    try:
+        key = score.analyze("key")
+    except Exception:  # music21's analysis fails on some unpitched or empty scores
+        return None
+    return f"{key.tonic.name.replace('-', 'b')} {key.mode}"
+
+
+def _first(score, cls):
+    found = score.recurse().getElementsByClass(cls)
+    return found.first() if found else None
+
+
+def _placeholder_programs(midi: mido.MidiFile) -> int:
+    """Give part track k program k on its own channel; returns the part count (music21 writes one track a part)."""
+    channels = list(gm.MELODIC_CHANNELS)
+    parts = 0
+    for track in midi.tracks:
+        if not any(m.type == "note_on" for m in track):
+            continue  # the conductor track
+        if parts >= len(channels):
+            raise ValueError("more parts than MIDI channels")
+        channel = channels[parts]
+        kept = [m for m in track if m.type != "program_change"]
+        for m in kept:
+            if hasattr(m, "channel"):
+                m.channel = channel
+        track[:] = [mido.Message("program_change", channel=channel, program=parts, time=0), *kept]
+        parts += 1
+    return parts
+
+
+def score_to_piece(score, piece_id: str, source: tuple) -> ParsedPiece | None:
+    from music21 import meter, tempo
+    from music21.midi import translate
+
+    _folder, _suffixes, _take, _per_file, genre, composer = source
+    raw = translate.streamToMidiFile(score).writestr()
+    midi = mido.MidiFile(file=io.BytesIO(raw))
+    voices = _placeholder_programs(midi)
+    notes = sorted(midi_to_notes(midi).notes)
+    if voices == 0 or len(notes) < MIN_NOTES:
+        return None
+    mark = _first(score, tempo.MetronomeMark)
+    bpm = float(mark.getQuarterBPM()) if mark is not None and mark.number else 120.0  # music21 plays 120 without one
+    signature = _first(score, meter.TimeSignature)
+    title = (score.metadata.title if score.metadata else None) or Path(piece_id).stem
+    info = PieceInfo(
+        collection=source[0], genre=genre, composer=composer, title=str(title), key=_key_text(score),
+        meter=signature.ratioString if signature is not None else None, bpm=round(bpm, 1), voices=voices,
+    )  # fmt: skip
+    array = np.array([(n.onset, n.duration, n.instrument, n.pitch) for n in notes], dtype=np.int32)
+    return ParsedPiece(piece_id, info, array)
+
+
+def _alarm(_signum, _frame):
+    raise TimeoutError("parse took too long")
+
+
+def parse_file(job: tuple[Path, tuple]) -> list[ParsedPiece]:
+    """All pieces of one corpus file (an ABC collection holds many); a file music21 cannot read gives none."""
+    from music21 import converter, stream
+
+    path, source = job
+    relative = "/".join(path.parts[path.parts.index("corpus") + 1 :])
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(PARSE_TIMEOUT_S)
+    pieces: list[ParsedPiece] = []
+    try:
+        parsed = converter.parse(path)
+        scores = list(parsed.scores)[: source[3]] if isinstance(parsed, stream.Opus) else [parsed]
+        for number, score in enumerate(scores):
+            piece_id = f"{relative}#{number}" if len(scores) > 1 else relative
+            try:
+                piece = score_to_piece(score, piece_id, source)
+            except TimeoutError:
+                raise
+            except Exception as exc:  # music21 raises many types on odd scores; skip the score, keep the file
+                log.warning("skipped %s: %s", piece_id, exc)
+                continue
+            if piece is not None:
+                pieces.append(piece)
+    except Exception as exc:  # a file music21 cannot parse at all (or one over the time limit)
+        log.warning("skipped %s: %s", relative, exc)
+    finally:
+        signal.alarm(0)
+    return pieces
+
+
+def is_held_out(piece_id: str) -> bool:
+    digest = hashlib.sha256(piece_id.encode()).digest()
+    return int.from_bytes(digest[:4], "little") % HELD_OUT_EVERY == 0
+
+
+def render_notes(notes: np.ndarray, rendering: Rendering) -> list[Note]:
+    """The piece's notes with the rendering's programs and time scale."""
+    scale = rendering.time_scale
+    out = [
+        Note(round(onset * scale), max(1, round(duration * scale)), rendering.ensemble.program(part), pitch)
+        for onset, duration, part, pitch in notes.tolist()
+    ]
+    return sorted(out)
+
+
+def windows(notes: list[Note]) -> list[list[Note]]:
+    """Consecutive windows of at most MAX_NOTES notes and MAX_TIME ticks, each shifted to start at 0."""
+    out, start = [], 0
+    while len(notes) - start >= MIN_NOTES:
+        origin = notes[start].onset
+        end = start
+        while end < len(notes) and end - start < MAX_NOTES and notes[end].onset - origin < vocab.MAX_TIME:
+            end += 1
+        out.append([Note(n.onset - origin, n.duration, n.instrument, n.pitch) for n in notes[start:end]])
+        start = end
+    return out
+
+
+class CaptionTokenizer:
+    """Prompt ids exactly as `engine.build_prompt` makes them: BOS, system prompt + caption + " ", AUTOREGRESS."""
+
+    def __init__(self, vocab_gguf: Path = VOCAB_GGUF):
+        import llama_cpp
+
+        self._llama = llama_cpp.Llama(model_path=str(vocab_gguf), vocab_only=True, verbose=False)
+
+    def prompt(self, caption: str) -> list[int]:
+        text = (vocab.SYSTEM_PROMPT + caption + " ").encode()
+        ids = self._llama.tokenize(text, add_bos=False, special=False)
+        return [self._llama.token_bos(), *ids, vocab.MIDI_AUTOREGRESS_ID]
+
+
+def build(out: Path, *, seed: int, renderings: int, workers: int) -> dict:
+    start = time.monotonic()
+    jobs = corpus_files(seed)
+    log.info("parsing %d corpus files with %d workers", len(jobs), workers)
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pieces = [p for batch in pool.imap(parse_file, jobs, chunksize=4) for p in batch]
+    parse_s = time.monotonic() - start
+    tokenizer = CaptionTokenizer()
+    prompts: list[list[int]] = []
+    events: list[list[int]] = []
+    records: list[dict] = []
+    for piece in pieces:
+        held_out = is_held_out(piece.piece_id)
+        rng = random.Random(f"{seed}:{piece.piece_id}")
+        for r in range(1 if held_out else renderings):
+            rendering = choose_rendering(piece.info, rng, original=r == 0)
+            for w, window in enumerate(windows(render_notes(piece.notes, rendering))):
+                prompts.append(tokenizer.prompt(rendering.caption))
+                events.append(encode_notes(window).tokens)
+                records.append({"piece": piece.piece_id, "collection": piece.info.collection, "window": w,
+                                "split": "test" if held_out else "train", "caption": rendering.caption,
+                                "ensemble": rendering.ensemble.name, "bpm": rendering.bpm})  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    _save(out, prompts, events, records)
+    stats = _stats(pieces, records, events, parse_s, time.monotonic() - start, seed)
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    (out / "pieces.jsonl").write_text(
+        "".join(json.dumps({"piece": p.piece_id, **asdict(p.info)}) + "\n" for p in pieces)
+    )
+    return stats
+
+
+def _save(out: Path, prompts: list[list[int]], events: list[list[int]], records: list[dict]) -> None:
+    def flat(seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+        offsets = np.zeros(len(seqs) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(s) for s in seqs])
+        return np.fromiter((t for s in seqs for t in s), dtype=np.int32, count=int(offsets[-1])), offsets
+
+    prompt_ids, prompt_offsets = flat(prompts)
+    event_ids, event_offsets = flat(events)
+    split = np.array([r["split"] == "test" for r in records], dtype=np.uint8)
+    np.savez_compressed(out / "dataset.npz", prompt_ids=prompt_ids, prompt_offsets=prompt_offsets,
+                        event_ids=event_ids, event_offsets=event_offsets, held_out=split)  # fmt: skip
+    (out / "examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def _stats(pieces, records, events, parse_s: float, total_s: float, seed: int) -> dict:
+    by_split = {s: [i for i, r in enumerate(records) if r["split"] == s] for s in ("train", "test")}
+    collections: dict[str, dict[str, int]] = {}
+    for piece in pieces:
+        entry = collections.setdefault(piece.info.collection, {"pieces": 0, "held_out": 0, "notes": 0})
+        entry["pieces"] += 1
+        entry["held_out"] += is_held_out(piece.piece_id)
+        entry["notes"] += len(piece.notes)
+    return {
+        "seed": seed, "pieces": len(pieces), "held_out_pieces": sum(is_held_out(p.piece_id) for p in pieces),
+        "examples": {s: len(ix) for s, ix in by_split.items()},
+        "event_tokens": {s: int(sum(len(events[i]) for i in ix)) for s, ix in by_split.items()},
+        "collections": collections, "parse_seconds": round(parse_s, 1), "total_seconds": round(total_s, 1),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--renderings", type=int, default=3, help="renderings of each training piece")
+    parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    stats = build(args.out, seed=args.seed, renderings=args.renderings, workers=args.workers)
+    print(json.dumps({k: v for k, v in stats.items() if k != "collections"}))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

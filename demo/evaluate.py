@@ -1,0 +1,244 @@
+"""The demo model's evaluation: held-out cross-entropy against baselines, prompt following, quantization fidelity.
+
+Everything the model card and BENCHMARKS.md report comes from here
+(`make demo-model` runs it last): figures go to `build/demo/eval.json`,
+plots (loss curve, piano rolls) next to the shipped model, and `card.py`
+writes the text from that file. Generation uses the shipped GGUF through
+the public `Generator` API, the path `midillm-lite gen` takes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from midillm_lite import gm, vocab
+from midillm_lite.codec import decode_tokens
+from midillm_lite.sampling import MAX_SIMULTANEOUS_NOTES
+
+from .data import OUT as DATA
+from .export import GGUF_DIR, SHIPPED
+from .model import SLOT_RANGES
+from .train import OUT as TRAIN_OUT
+from .train import Dataset
+
+log = logging.getLogger("demo.evaluate")
+EVAL_JSON = TRAIN_OUT.parent / "eval.json"
+UNIGRAM_ALPHA = 0.5  # add-alpha smoothing of the unigram baseline
+
+# (prompt, GM family its instrument words name); each gets SAMPLES generations.
+INSTRUMENT_PROMPTS = (
+    ("A gentle piece for solo piano.", gm.family(0)),
+    ("A Classical string quartet movement for violin, viola and cello.", gm.family(40)),
+    ("A slow European folk song for flute.", gm.family(73)),
+    ("A Baroque chorale for church organ.", gm.family(19)),
+    ("A fiddle tune played on acoustic guitar.", gm.family(24)),
+    ("A Renaissance mass movement for a brass ensemble (trumpet, french horn, trombone and tuba).", gm.family(56)),
+)
+# (slow prompt, fast prompt): the same words but the tempo.
+TEMPO_PAIRS = (
+    ("A slow Baroque chorale for string quartet, at 56 BPM.", "A fast Baroque chorale for string quartet, at 160 BPM."),
+    ("A slow fiddle tune for solo piano, at 60 BPM.", "A fast fiddle tune for solo piano, at 168 BPM."),
+)
+SAMPLES = 20
+EVAL_TOKENS = 768  # 256 notes a sample: enough to count instruments and density
+DENSITY_WINDOW_S = 20  # note density is counted over the first 20 s of each sample
+CEILING_TICKS = vocab.MAX_TIME - 100  # a sample whose last onset is in the final second ran out of time tokens
+FULL_LENGTH_PROMPTS = ("A gentle piece for solo piano.", "A slow Baroque chorale for string quartet, at 56 BPM.")
+
+
+# --- cross-entropy -------------------------------------------------------------------------
+def slot_targets(events: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per slot, target indices within the slot's range; and each time target's strict floor."""
+    targets = [events[s::3] - SLOT_RANGES[s][0] for s in range(3)]
+    times = events[0::3]
+    floors = np.concatenate([[0], np.maximum.accumulate(times)[:-1]])
+    return targets, floors
+
+
+def unigram_ce(data: Dataset, train_ids: list[int], test_ids: list[int]) -> dict[str, float]:
+    """Per-slot unigram model from the training events, under the same strict masks (time renormalised)."""
+    counts = [np.zeros(hi - lo) for lo, hi in SLOT_RANGES]
+    for i in train_ids:
+        targets, _ = slot_targets(data.events[i])
+        for slot in range(3):
+            counts[slot] += np.bincount(targets[slot], minlength=len(counts[slot]))
+    smoothed = [c + UNIGRAM_ALPHA for c in counts]
+    suffix = np.cumsum(smoothed[0][::-1])[::-1]  # mass of times >= floor
+    sums, n = [0.0, 0.0, 0.0], [0, 0, 0]
+    for i in test_ids:
+        targets, floors = slot_targets(data.events[i])
+        sums[0] += float(-(np.log(smoothed[0][targets[0]]) - np.log(suffix[floors])).sum())
+        for slot in (1, 2):
+            sums[slot] += float(-(np.log(smoothed[slot][targets[slot]]) - np.log(smoothed[slot].sum())).sum())
+        for slot in range(3):
+            n[slot] += len(targets[slot])
+    return _ce_dict(sums, n)
+
+
+def _ce_dict(sums: list[float], counts: list[int]) -> dict[str, float]:
+    names = ("time", "dur", "note")
+    return {"ce": sum(sums) / sum(counts), **{f"ce_{k}": s / c for k, s, c in zip(names, sums, counts, strict=True)}}
+
+
+def network_ce(data: Dataset, test_ids: list[int], *, trained: bool) -> dict[str, float]:
+    """Strict-slot CE of the trained network (float32, torch) or of the same network at its initialisation."""
+    import torch
+
+    from .model import DemoLlama, Shape
+    from .train import evaluate, load_model
+
+    model = load_model(TRAIN_OUT / "model.pt")
+    if not trained:
+        saved = torch.load(TRAIN_OUT / "model.pt", weights_only=True)
+        model = DemoLlama(Shape(**saved["shape"]), model.compact, seed=saved["seed"]).eval()
+    return evaluate(model, data, test_ids, tokens=8192, bf16=False)
+
+
+# --- llama.cpp logits: shipped-file CE and quantization KL ----------------------------------
+def _llama(path: Path, n_ctx: int):
+    import llama_cpp
+
+    return llama_cpp.Llama(str(path), n_ctx=n_ctx, n_batch=512, logits_all=True, verbose=False, n_threads=2)
+
+
+def _log_softmax(rows: np.ndarray) -> np.ndarray:
+    rows = rows.astype(np.float64)
+    rows -= rows.max(axis=1, keepdims=True)
+    return rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
+
+
+def quant_fidelity(data: Dataset, test_ids: list[int], quants: tuple[str, ...], n_seqs: int) -> dict:
+    """Mean KL(F32 || quant) of full-vocabulary next-token distributions at MIDI positions, plus each file's
+    strict-slot CE on the same positions (the shipped file's figure)."""
+    longest = max(len(data.prompts[i]) + len(data.events[i]) for i in test_ids[:n_seqs])
+    models = {q: _llama(GGUF_DIR / f"midillm-demo-{q}.gguf", longest + 8) for q in ("f32", *quants)}
+    kl_sum = dict.fromkeys(quants, 0.0)
+    ce_sum = dict.fromkeys(("f32", *quants), 0.0)
+    positions = 0
+    for i in test_ids[:n_seqs]:
+        prompt, events = data.example(i)
+        tokens = [*prompt.tolist(), *(vocab.TEXT_VOCAB_SIZE + events[:-1]).tolist()]
+        first = len(prompt) - 1  # the logits row predicting the first event
+        logp = {}
+        for q, llm in models.items():
+            llm.reset()
+            llm.eval(tokens)
+            logp[q] = _log_softmax(np.asarray(llm.scores[first : len(tokens)]))
+            ce_sum[q] += _strict_ce(np.asarray(llm.scores[first : len(tokens)]), events)
+        for q in quants:
+            kl_sum[q] += float((np.exp(logp["f32"]) * (logp["f32"] - logp[q])).sum())
+        positions += len(events)
+    return {"sequences": min(n_seqs, len(test_ids)), "positions": positions,
+            "kl": {q: kl_sum[q] / positions for q in quants},
+            "ce": {q: ce_sum[q] / positions for q in ce_sum}}  # fmt: skip
+
+
+def _strict_ce(scores: np.ndarray, events: np.ndarray) -> float:
+    """Summed strict-slot CE from full-vocabulary logits rows (one row per event)."""
+    total = 0.0
+    floor = 0
+    for row, (position, target) in zip(scores, enumerate(events.tolist()), strict=True):
+        slot = position % 3
+        lo, hi = SLOT_RANGES[slot]
+        if slot == 0:
+            lo = vocab.TIME_OFFSET + floor
+        logits = row[vocab.TEXT_VOCAB_SIZE + lo : vocab.TEXT_VOCAB_SIZE + hi].astype(np.float64)
+        top = logits.max()
+        total += float(top + np.log(np.exp(logits - top).sum()) - logits[target - lo])
+        if slot == 0:
+            floor = max(floor, target - vocab.TIME_OFFSET)
+    return total
+
+
+# --- prompt following ------------------------------------------------------------------------
+def _note_stats(tokens: list[int]) -> dict:
+    """Instrument families, note density over the first DENSITY_WINDOW_S, whether time ran to the 100 s ceiling."""
+    decoded = decode_tokens(tokens)
+    notes = decoded.notes
+    families = [gm.family(n.instrument) if n.instrument != vocab.DRUM_INSTRUMENT else -1 for n in notes]
+    window = DENSITY_WINDOW_S * vocab.TIME_RESOLUTION
+    onsets = Counter(n.onset for n in notes)
+    return {"notes": len(notes), "families": families, "repairs": sum(decoded.repairs.values()),
+            "density": sum(n.onset < window for n in notes) / DENSITY_WINDOW_S,
+            "ceiling": bool(notes) and notes[-1].onset >= CEILING_TICKS,
+            "busiest_onset": max(onsets.values(), default=0)}  # fmt: skip
+
+
+def prompt_following(model_path: Path, samples: int, max_tokens: int) -> dict:
+    from midillm_lite import Generator
+
+    rows, tempo_rows, rolls, full_rows = [], [], [], []
+    repairs = outputs = ceiling = 0
+    started = time.monotonic()
+    with Generator(model_path) as gen:
+
+        def sample(prompt: str, seed: int, tokens: int = max_tokens) -> list[dict]:
+            nonlocal repairs, outputs, ceiling
+            result = gen.generate(prompt, n=samples, seed=seed, max_tokens=tokens)
+            stats = [_note_stats(o.tokens) for o in result.outputs]
+            repairs += sum(s["repairs"] + o.summary.repaired for s, o in zip(stats, result.outputs, strict=True))
+            outputs += len(stats)
+            ceiling += sum(s["ceiling"] for s in stats)
+            rolls.append((prompt, result.outputs[0].tokens))
+            return stats
+
+        for seed, (prompt, family) in enumerate(INSTRUMENT_PROMPTS, start=1):
+            stats = sample(prompt, seed)
+            shares = [np.mean([f == family for f in s["families"]]) if s["notes"] else 0.0 for s in stats]
+            rows.append({"prompt": prompt, "family": gm.FAMILY_NAMES[family],
+                         "mean_share": float(np.mean(shares)), "majority": int(sum(x > 0.5 for x in shares)),
+                         "samples": len(shares)})  # fmt: skip
+        for seed, (slow, fast) in enumerate(TEMPO_PAIRS, start=100):
+            d_slow = [s["density"] for s in sample(slow, seed)]
+            d_fast = [s["density"] for s in sample(fast, seed + 50)]
+            wins = np.mean([f > s for f in d_fast for s in d_slow])  # P(fast sample denser than slow sample)
+            tempo_rows.append({"slow": slow, "fast": fast, "slow_density": float(np.mean(d_slow)),
+                               "fast_density": float(np.mean(d_fast)), "slow_sd": float(np.std(d_slow)),
+                               "fast_sd": float(np.std(d_fast)), "p_fast_denser": float(wins),
+                               "samples": len(d_slow)})  # fmt: skip
+        for seed, prompt in enumerate(FULL_LENGTH_PROMPTS, start=200):  # the default length, as `gen` runs
+            stats = sample(prompt, seed, vocab.DEFAULT_MAX_TOKENS)
+            full_rows.append({"prompt": prompt, "samples": len(stats), "ceiling": sum(s["ceiling"] for s in stats),
+                              "rejected": sum(s["busiest_onset"] > MAX_SIMULTANEOUS_NOTES for s in stats),
+                              "notes": float(np.mean([s["notes"] for s in stats]))})  # fmt: skip
+    return {"instrument": rows, "tempo": tempo_rows, "full_length": full_rows, "outputs": outputs,
+            "repairs": repairs, "ceiling": ceiling, "seconds": round(time.monotonic() - started, 1),
+            "rolls": rolls[:4]}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--kl-sequences", type=int, default=8)
+    parser.add_argument("--samples", type=int, default=SAMPLES)
+    parser.add_argument("--max-tokens", type=int, default=EVAL_TOKENS)
+    parser.add_argument("--model", type=Path, default=SHIPPED)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    data = Dataset.load(args.data)
+    train_ids, test_ids = data.indices(False), data.indices(True)
+    report: dict = {"held_out_examples": len(test_ids),
+                    "held_out_tokens": int(sum(len(data.events[i]) for i in test_ids))}  # fmt: skip
+    report["ce"] = {"unigram": unigram_ce(data, train_ids, test_ids),
+                    "untrained": network_ce(data, test_ids, trained=False),
+                    "trained_f32": network_ce(data, test_ids, trained=True)}  # fmt: skip
+    log.info("CE %s", report["ce"])
+    report["fidelity"] = quant_fidelity(data, test_ids, ("q8_0", "q4_k_m"), args.kl_sequences)
+    # The same examples through torch: agreement with the F32 GGUF checks the export and conversion end to end.
+    report["fidelity"]["ce"]["torch_f32"] = network_ce(data, test_ids[: args.kl_sequences], trained=True)["ce"]
+    log.info("fidelity %s", report["fidelity"])
+    report["following"] = prompt_following(args.model, args.samples, args.max_tokens)
+    report["following"]["max_tokens"] = args.max_tokens
+    EVAL_JSON.write_text(json.dumps(report, indent=1))
+    print(f"wrote {EVAL_JSON}")
+
+
+if __name__ == "__main__":
+    main()

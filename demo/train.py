@@ -1,0 +1,199 @@
+"""Training the demo network (torch, `pip install -e .[train]`); `make demo-model` runs it after `make demo-data`.
+
+Batches group examples of similar length (right padding is harmless under a
+causal mask); the loss is the cross-entropy of the MIDI tokens only, each
+over its slot's candidates, arrival times unmasked (see `model.slot_losses`);
+the held-out curve is the strict-mask figure the card reports. bf16
+autocast is used where the CPU computes bf16 natively (AVX-512 BF16 or
+AMX; elsewhere fp32). The loss curve and the held-out curve are written to `history.json`; the weights to `model.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import OUT as DATA
+from .model import CompactVocab, DemoLlama, Shape, make_batch, slot_losses
+
+log = logging.getLogger("demo.train")
+OUT = DATA.parent / "train"
+
+
+@dataclass
+class Dataset:
+    prompts: list[np.ndarray]
+    events: list[np.ndarray]
+    held_out: np.ndarray
+
+    @classmethod
+    def load(cls, folder: Path) -> Dataset:
+        z = np.load(folder / "dataset.npz")
+
+        def split(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+            return [ids[a:b].astype(np.int64) for a, b in itertools.pairwise(offsets)]
+
+        return cls(split(z["prompt_ids"], z["prompt_offsets"]), split(z["event_ids"], z["event_offsets"]),
+                   z["held_out"].astype(bool))  # fmt: skip
+
+    def indices(self, held_out: bool) -> list[int]:
+        return [i for i in range(len(self.events)) if self.held_out[i] == held_out]
+
+    def compact_vocab(self) -> CompactVocab:
+        return CompactVocab(sorted({int(t) for p in self.prompts for t in p[:-1]}))
+
+    def example(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.prompts[i], self.events[i]
+
+
+def length_batches(data: Dataset, indices: list[int], tokens: int, rng: random.Random) -> list[list[int]]:
+    """Batches of similar-length examples, at most `tokens` padded tokens each, in shuffled order."""
+    ordered = sorted(indices, key=lambda i: (len(data.prompts[i]) + len(data.events[i]), rng.random()))
+    batches, current, longest = [], [], 0
+    for i in ordered:
+        length = len(data.prompts[i]) + len(data.events[i])
+        if current and max(longest, length) * (len(current) + 1) > tokens:
+            batches.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, length)
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def bf16_native() -> bool:
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") and _has_cpu_flag("avx512_bf16")
+
+
+def _has_cpu_flag(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@torch.no_grad()
+def evaluate(model: DemoLlama, data: Dataset, indices: list[int], tokens: int, bf16: bool) -> dict[str, float]:
+    """Mean strict-slot cross-entropy (nats per MIDI token), overall and per slot."""
+    model.eval()
+    sums, counts = [0.0, 0.0, 0.0], [0, 0, 0]
+    for batch_ids in length_batches(data, indices, tokens, random.Random(0)):
+        batch = make_batch(model.compact, [data.example(i) for i in batch_ids])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            losses = slot_losses(model, batch)
+        for slot in range(3):
+            sums[slot] += float(losses[slot])
+            counts[slot] += len(batch.targets[slot])
+    model.train()
+    return {
+        "ce": sum(sums) / sum(counts),
+        **{f"ce_{n}": s / c for n, s, c in zip(("time", "dur", "note"), sums, counts, strict=True)},
+    }
+
+
+def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: int, lr: float, seed: int,
+          max_minutes: float, eval_every: int, threads: int) -> dict:  # fmt: skip
+    torch.set_num_threads(threads)
+    data = Dataset.load(data_dir)
+    compact = data.compact_vocab()
+    model = DemoLlama(shape, compact, seed=seed)
+    bf16 = bf16_native()
+    train_ids, test_ids = data.indices(False), data.indices(True)
+    probe = random.Random(seed).sample(test_ids, min(len(test_ids), 48))  # held-out subset for the curve
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("embed")]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith("embed"))]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
+                            lr=lr, betas=(0.9, 0.98))  # fmt: skip
+    warmup = max(1, steps // 25)
+    history: dict = {"train": [], "held_out": [], "bf16": bf16, "shape": shape.to_dict(), "lr": lr,
+                     "batch_tokens": batch_tokens}  # fmt: skip
+    rng = random.Random(seed)
+    batches: list[list[int]] = []
+    start = time.monotonic()
+    seen_tokens = 0
+    step = 0
+    log.info("%d train / %d held-out examples, compact vocab %d rows, bf16=%s", len(train_ids), len(test_ids),
+             compact.rows, bf16)  # fmt: skip
+    history["held_out"].append({"step": 0, "tokens": 0, **evaluate(model, data, probe, batch_tokens, bf16)})
+    while (progress := max(step / steps, (time.monotonic() - start) / (max_minutes * 60))) < 1:
+        if not batches:
+            batches = length_batches(data, train_ids, batch_tokens, rng)
+        batch = make_batch(compact, [data.example(i) for i in batches.pop()])
+        # Cosine decay over steps or wall time, whichever runs out first: on a busy machine the run still
+        # ends inside its time budget with a fully decayed learning rate.
+        scale = min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in opt.param_groups:
+            group["lr"] = lr * scale
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            losses = slot_losses(model, batch, strict=False)  # see slot_losses: learn where "now" is
+        loss = sum(losses) / batch.tokens
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        seen_tokens += batch.tokens
+        history["train"].append({"step": step, "tokens": seen_tokens, "loss": float(loss),
+                                 "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
+        if step % 10 == 0:
+            log.info("step %d/%d loss %.3f  %.0f MIDI tok/s", step, steps, float(loss),
+                     seen_tokens / (time.monotonic() - start))  # fmt: skip
+        if step % eval_every == 0:
+            history["held_out"].append({"step": step, "tokens": seen_tokens,
+                                        **evaluate(model, data, probe, batch_tokens, bf16)})  # fmt: skip
+            log.info("held-out %s", history["held_out"][-1])
+    history["held_out"].append({"step": step, "tokens": seen_tokens,
+                                **evaluate(model, data, probe, batch_tokens, bf16)})  # fmt: skip
+    history["steps"] = step
+    history["minutes"] = round((time.monotonic() - start) / 60, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save({"state": model.state_dict(), "shape": shape.to_dict(), "text_ids": compact.text_ids,
+                "seed": seed}, out / "model.pt")  # fmt: skip
+    (out / "history.json").write_text(json.dumps(history))
+    return history
+
+
+def load_model(path: Path) -> DemoLlama:
+    saved = torch.load(path, weights_only=True)
+    model = DemoLlama(Shape(**saved["shape"]), CompactVocab(saved["text_ids"]), seed=saved["seed"])
+    model.load_state_dict(saved["state"])
+    return model.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--steps", type=int, default=1100)
+    parser.add_argument("--batch-tokens", type=int, default=8192)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, default=40.0, help="time budget: the schedule ends by then")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument("--layers", type=int, default=Shape.layers)
+    parser.add_argument("--hidden", type=int, default=Shape.hidden)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    shape = Shape(layers=args.layers, hidden=args.hidden)
+    history = train(
+        args.data, args.out, shape=shape, steps=args.steps, batch_tokens=args.batch_tokens, lr=args.lr,
+        seed=args.seed, max_minutes=args.max_minutes, eval_every=args.eval_every, threads=args.threads,
+    )  # fmt: skip
+    print(f"trained {history['steps']} steps in {history['minutes']} min; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

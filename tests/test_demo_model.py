@@ -1,0 +1,64 @@
+"""The bundled demo model (models/midillm-demo-q8_0.gguf): a fresh clone makes music with it, offline, by default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from clirun import run_cli
+
+from midillm_lite import gm, models, vocab
+from midillm_lite.codec import decode_tokens
+from midillm_lite.modelinfo import read_model_info
+from midillm_lite.tokens_file import read_tokens
+
+DEMO = models.REPO_MODELS / "midillm-demo-q8_0.gguf"
+MAX_MIB = 32
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def no_user_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A user model folder with nothing in it: only what the repository ships is found."""
+    monkeypatch.setenv(models.HOME_ENV, str(tmp_path / "home"))
+
+
+def test_the_demo_model_ships_in_the_repository() -> None:
+    assert DEMO.is_file(), "models/midillm-demo-q8_0.gguf is missing; `make demo-model` makes it"
+    assert DEMO.stat().st_size < MAX_MIB * 2**20
+    info = read_model_info(DEMO)
+    assert info.n_vocab == vocab.FULL_VOCAB_SIZE
+    assert info.quant == "q8_0"
+    assert info.autoregress_token_id == vocab.MIDI_AUTOREGRESS_ID
+    assert (models.REPO_MODELS / "midillm-demo.md").is_file()
+
+
+def test_gen_without_a_model_uses_the_demo_and_makes_clean_music(no_user_models, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    prompt = "A slow Baroque chorale for string quartet, at 60 BPM."
+    args = ["gen", prompt, "-n", "3", "--seed", "3", "--max-tokens", "180", "--threads", "2", "-o", str(out)]
+    code, stdout, stderr = run_cli(args, capsys)
+    assert code == 0, stderr
+    assert "midillm-demo-q8_0" in stdout + stderr  # gen says which model it used
+    stats = json.loads((out / "generation_stats.json").read_text())
+    assert Path(stats["model"]["path"]).resolve() == DEMO.resolve()
+    for path in sorted(out.glob("gen_*_tokens.txt")):
+        decoded = decode_tokens(read_tokens(path))
+        assert decoded.repairs == {}
+        assert len(decoded.notes) == 60
+        # Not noise: the model keeps to a handful of instruments and a plausible register.
+        assert len({n.instrument for n in decoded.notes}) <= 6
+        assert 24 <= sum(n.pitch for n in decoded.notes) / len(decoded.notes) <= 96
+
+
+def test_the_demo_follows_an_instrument_word(no_user_models, tmp_path, capsys) -> None:
+    """A cheap version of the model card's prompt-following table: most notes come from the named family."""
+    out = tmp_path / "piano"
+    args = ["gen", "A gentle piece for solo piano.", "-n", "4", "--seed", "1", "--max-tokens", "150",
+            "--threads", "2", "--quiet", "-o", str(out)]  # fmt: skip
+    code, _, stderr = run_cli(args, capsys)
+    assert code == 0, stderr
+    notes = [n for p in sorted(out.glob("gen_*_tokens.txt")) for n in decode_tokens(read_tokens(p)).notes]
+    share = sum(gm.family(n.instrument) == gm.family(0) for n in notes if n.instrument < 128) / len(notes)
+    assert share > 0.5
