@@ -11,8 +11,6 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from midillm_lite import gm
-
 # Tempo words and the BPM ranges a rendering draws from; the boundaries are what the captions mean by them.
 TEMPO_BANDS = {"slow": (48, 72), "moderate": (84, 112), "fast": (132, 176)}
 
@@ -126,8 +124,3 @@ def caption(piece: PieceInfo, ensemble: Ensemble, bpm: float, rng: random.Random
         f"{performers[0].upper()}{performers[1:]} plays a {word} {piece.genre}{key}, at {round(bpm)} BPM.",
     )
     return rng.choice(templates)
-
-
-def family_of_ensemble(ensemble: Ensemble) -> set[int]:
-    """GM families an ensemble's programs belong to (what prompt-following checks count)."""
-    return {gm.family(p) for p in ensemble.programs}

@@ -23,7 +23,7 @@ from midillm_lite import gm, vocab
 from midillm_lite.codec import decode_tokens
 
 from .data import OUT as DATA
-from .data import ROOT, SOURCES
+from .data import RENDERINGS, ROOT, SOURCES
 from .evaluate import DENSITY_WINDOW_S, EVAL_JSON
 from .export import SHIPPED
 from .train import OUT as TRAIN_OUT
@@ -239,7 +239,7 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
 
 
 def _renderings(stats: dict) -> int:
-    return stats.get("renderings", 3)
+    return stats.get("renderings", RENDERINGS)  # stats.json files written before the count was recorded
 
 
 def _ppl(ce: float) -> str:

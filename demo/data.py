@@ -41,6 +41,7 @@ MAX_NOTES = vocab.DEFAULT_MAX_TOKENS // vocab.TOKENS_PER_NOTE  # 682: one window
 MIN_NOTES = 24
 HELD_OUT_EVERY = 20  # one piece in 20 is held out
 PARSE_TIMEOUT_S = 90
+RENDERINGS = 3  # renderings of each training piece: the score's tempo, then two drawn ones
 
 # (collection folder, file suffixes, files taken, scores taken per file, genre words, composer)
 SOURCES = (
@@ -234,7 +235,7 @@ def build(out: Path, *, seed: int, renderings: int, workers: int) -> dict:
                                 "ensemble": rendering.ensemble.name, "bpm": rendering.bpm})  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     _save(out, prompts, events, records)
-    stats = _stats(pieces, records, events, parse_s, time.monotonic() - start, seed)
+    stats = _stats(pieces, records, events, parse_s, time.monotonic() - start, seed) | {"renderings": renderings}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     (out / "pieces.jsonl").write_text(
         "".join(json.dumps({"piece": p.piece_id, **asdict(p.info)}) + "\n" for p in pieces)
@@ -276,7 +277,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--renderings", type=int, default=3, help="renderings of each training piece")
+    parser.add_argument("--renderings", type=int, default=RENDERINGS, help="renderings of each training piece")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

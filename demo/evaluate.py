@@ -24,7 +24,7 @@ from midillm_lite.sampling import MAX_SIMULTANEOUS_NOTES
 
 from .data import OUT as DATA
 from .export import GGUF_DIR, SHIPPED
-from .model import SLOT_RANGES
+from .model import SLOT_RANGES, slot_targets
 from .train import OUT as TRAIN_OUT
 from .train import Dataset
 
@@ -54,14 +54,6 @@ FULL_LENGTH_PROMPTS = ("A gentle piece for solo piano.", "A slow Baroque chorale
 
 
 # --- cross-entropy -------------------------------------------------------------------------
-def slot_targets(events: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per slot, target indices within the slot's range; and each time target's strict floor."""
-    targets = [events[s::3] - SLOT_RANGES[s][0] for s in range(3)]
-    times = events[0::3]
-    floors = np.concatenate([[0], np.maximum.accumulate(times)[:-1]])
-    return targets, floors
-
-
 def unigram_ce(data: Dataset, train_ids: list[int], test_ids: list[int]) -> dict[str, float]:
     """Per-slot unigram model from the training events, under the same strict masks (time renormalised)."""
     counts = [np.zeros(hi - lo) for lo, hi in SLOT_RANGES]
@@ -89,15 +81,12 @@ def _ce_dict(sums: list[float], counts: list[int]) -> dict[str, float]:
 
 def network_ce(data: Dataset, test_ids: list[int], *, trained: bool) -> dict[str, float]:
     """Strict-slot CE of the trained network (float32, torch) or of the same network at its initialisation."""
-    import torch
-
-    from .model import DemoLlama, Shape
+    from .model import DemoLlama
     from .train import evaluate, load_model
 
     model = load_model(TRAIN_OUT / "model.pt")
     if not trained:
-        saved = torch.load(TRAIN_OUT / "model.pt", weights_only=True)
-        model = DemoLlama(Shape(**saved["shape"]), model.compact, seed=saved["seed"]).eval()
+        model = DemoLlama(model.shape, model.compact, seed=model.seed).eval()
     return evaluate(model, data, test_ids, tokens=8192, bf16=False)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from midillm_lite import vocab
 
 from .data import ROOT
-from .model import DemoLlama
+from .model import DemoLlama, full_weights
 from .train import OUT as TRAIN_OUT
 from .train import load_model
 
@@ -51,8 +51,6 @@ def write_hf_folder(model: DemoLlama, folder: Path) -> Path:
     (folder / "tokenizer_config.json").write_text(json.dumps(
         {"bos_token": tinymodel.BOS_TEXT, "eos_token": tinymodel.EOT_TEXT, "model_max_length": s.max_positions,
          "tokenizer_class": "PreTrainedTokenizerFast"}))  # fmt: skip
-    from .model import full_weights
-
     tinymodel.write_safetensors(folder / "model.safetensors", full_weights(model), dtype="F32")
     return folder
 

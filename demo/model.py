@@ -128,7 +128,7 @@ class DemoLlama(nn.Module):
     def __init__(self, shape: Shape, compact: CompactVocab, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
-        self.shape, self.compact = shape, compact
+        self.shape, self.compact, self.seed = shape, compact, seed
         self.embed = nn.Embedding(compact.rows, shape.hidden)
         self.layers = nn.ModuleList(Block(shape) for _ in range(shape.layers))
         self.norm = RMSNorm(shape.hidden, shape.rms_eps)
@@ -194,6 +194,14 @@ class Batch:
     tokens: int
 
 
+def slot_targets(events: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per slot, target indices within the slot's range; and each time target's strict floor (the latest onset)."""
+    targets = [events[s::3] - SLOT_RANGES[s][0] for s in range(3)]
+    times = events[0::3]
+    floors = np.concatenate([[0], np.maximum.accumulate(times)[:-1]])
+    return targets, floors
+
+
 def make_batch(compact: CompactVocab, examples: list[tuple[np.ndarray, np.ndarray]]) -> Batch:
     """examples: (prompt full ids ending in AUTOREGRESS, AMT event ids)."""
     length = max(len(p) + len(e) - 1 for p, e in examples)
@@ -205,11 +213,11 @@ def make_batch(compact: CompactVocab, examples: list[tuple[np.ndarray, np.ndarra
         seq = np.concatenate([prompt, vocab.TEXT_VOCAB_SIZE + events[:-1]])
         rows[b, : len(seq)] = compact.rows_of(seq)
         where = b * length + len(prompt) - 1 + np.arange(len(events))  # hidden state before each event
+        slots, floor = slot_targets(events)
         for slot in range(3):
             positions[slot].append(where[slot::3])
-            targets[slot].append(events[slot::3] - SLOT_RANGES[slot][0])
-        times = events[0::3]
-        floors.append(np.concatenate([[0], np.maximum.accumulate(times)[:-1]]))
+            targets[slot].append(slots[slot])
+        floors.append(floor)
     return Batch(
         rows=torch.from_numpy(rows),
         positions=[torch.from_numpy(np.concatenate(p)) for p in positions],
