@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -50,6 +51,8 @@ SAMPLES = 20
 EVAL_TOKENS = 768  # 256 notes a sample: enough to count instruments and density
 DENSITY_WINDOW_S = 20  # note density is counted over the first 20 s of each sample
 CEILING_TICKS = vocab.MAX_TIME - 100  # a sample whose last onset is in the final second ran out of time tokens
+FAR_STEP_TICKS = 1000  # time mass more than 10 s past the latest onset: the data almost never steps that far
+LATE_TICKS = 9000  # a window whose last onset is past 90 s used nearly all of the 100 s the time tokens address
 FULL_LENGTH_PROMPTS = ("A gentle piece for solo piano.", "A slow Baroque chorale for string quartet, at 56 BPM.")
 
 
@@ -88,6 +91,53 @@ def network_ce(data: Dataset, test_ids: list[int], *, trained: bool) -> dict[str
     if not trained:
         model = DemoLlama(model.shape, model.compact, seed=model.seed).eval()
     return evaluate(model, data, test_ids, tokens=8192, bf16=False)
+
+
+def time_keeping(data: Dataset, test_ids: list[int]) -> dict:
+    """How far the trained model's strict arrival-time distribution steps ahead of the latest onset, against the
+    data's own steps: a heavy far tail is what makes samples race to the 100 s ceiling."""
+    import torch
+
+    from .model import make_batch
+    from .train import length_batches, load_model
+
+    model = load_model(TRAIN_OUT / "model.pt")
+    expected = actual = far = 0.0
+    positions = 0
+    with torch.no_grad():
+        table = model.table()
+        for ids in length_batches(data, test_ids, 8192, random.Random(0)):
+            batch = make_batch(model.compact, [data.example(i) for i in ids])
+            h = model.hidden_states(batch.rows, table).reshape(-1, model.shape.hidden)
+            logits = model.slot_logits(h[batch.positions[0]], table, 0).float()
+            step = torch.arange(logits.shape[1])[None, :] - batch.floors[:, None]  # ticks after the latest onset
+            p = logits.masked_fill(step < 0, float("-inf")).softmax(-1)
+            expected += float((p * step.clamp(min=0)).sum())
+            far += float((p * (step > FAR_STEP_TICKS)).sum())
+            actual += float((batch.targets[0] - batch.floors).sum())
+            positions += len(batch.floors)
+    return {"positions": positions, "model_mean_step": expected / positions, "data_mean_step": actual / positions,
+            "far_mass": far / positions, "far_ticks": FAR_STEP_TICKS}  # fmt: skip
+
+
+def data_reach(data: Dataset, train_ids: list[int]) -> dict:
+    """How often the training windows themselves run to the end of the AMT time range: slow renderings of sparse
+    tunes fill 100 s before 682 notes, so a sample reaching the ceiling can be what the data does."""
+    last = np.array([int(data.events[i][0::3].max()) - vocab.TIME_OFFSET for i in train_ids])
+    return {"windows": len(train_ids), "late_share": float(np.mean(last >= LATE_TICKS)), "late_ticks": LATE_TICKS}
+
+
+def permutation_p(a: list[float], b: list[float], rounds: int = 10_000, seed: int = 0) -> float:
+    """Two-sided permutation test of a difference in means (no scipy here): the share of label shuffles whose
+    difference is at least the observed one."""
+    values = np.array([*a, *b], dtype=np.float64)
+    observed = abs(np.mean(a) - np.mean(b))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(rounds):
+        rng.shuffle(values)
+        hits += abs(values[: len(a)].mean() - values[len(a) :].mean()) >= observed - 1e-12
+    return (hits + 1) / (rounds + 1)
 
 
 # --- llama.cpp logits: shipped-file CE and quantization KL ----------------------------------
@@ -191,6 +241,7 @@ def prompt_following(model_path: Path, samples: int, max_tokens: int) -> dict:
             tempo_rows.append({"slow": slow, "fast": fast, "slow_density": float(np.mean(d_slow)),
                                "fast_density": float(np.mean(d_fast)), "slow_sd": float(np.std(d_slow)),
                                "fast_sd": float(np.std(d_fast)), "p_fast_denser": float(wins),
+                               "p_value": permutation_p(d_slow, d_fast),
                                "samples": len(d_slow)})  # fmt: skip
         for seed, prompt in enumerate(FULL_LENGTH_PROMPTS, start=200):  # the default length, as `gen` runs
             stats = sample(prompt, seed, vocab.DEFAULT_MAX_TOKENS)
@@ -219,6 +270,9 @@ def main() -> None:
                     "untrained": network_ce(data, test_ids, trained=False),
                     "trained_f32": network_ce(data, test_ids, trained=True)}  # fmt: skip
     log.info("CE %s", report["ce"])
+    report["time_keeping"] = time_keeping(data, test_ids)
+    report["data_reach"] = data_reach(data, train_ids)
+    log.info("time keeping %s", report["time_keeping"])
     report["fidelity"] = quant_fidelity(data, test_ids, ("q8_0", "q4_k_m"), args.kl_sequences)
     # The same examples through torch: agreement with the F32 GGUF checks the export and conversion end to end.
     report["fidelity"]["ce"]["torch_f32"] = network_ce(data, test_ids[: args.kl_sequences], trained=True)["ce"]

@@ -62,3 +62,31 @@ def test_the_demo_follows_an_instrument_word(no_user_models, tmp_path, capsys) -
     notes = [n for p in sorted(out.glob("gen_*_tokens.txt")) for n in decode_tokens(read_tokens(p)).notes]
     share = sum(gm.family(n.instrument) == gm.family(0) for n in notes if n.instrument < 128) / len(notes)
     assert share > 0.5
+
+
+def _density(out: Path) -> list[float]:
+    """Notes per second of each output in a folder (onsets of its notes over the span they cover)."""
+    rates = []
+    for path in sorted(out.glob("gen_*_tokens.txt")):
+        notes = decode_tokens(read_tokens(path)).notes
+        span = max(n.onset for n in notes) / vocab.TIME_RESOLUTION
+        rates.append(len(notes) / max(span, 1.0))
+    return rates
+
+
+def test_the_demo_follows_tempo_words_and_keeps_time(no_user_models, tmp_path, capsys) -> None:
+    """A cheap version of the card's density table: the fast prompt is denser, and neither sample races ahead.
+
+    The first shipped demo failed both (its arrival times jumped seconds at a time: 100 notes could span the whole
+    100 s the time tokens address, whatever the tempo word)."""
+    rates = {}
+    for word, bpm in (("slow", 60), ("fast", 168)):
+        out = tmp_path / word
+        args = ["gen", f"A {word} fiddle tune for solo piano, at {bpm} BPM.", "-n", "4", "--seed", "5",
+                "--max-tokens", "300", "--threads", "2", "--quiet", "-o", str(out)]  # fmt: skip
+        code, _, stderr = run_cli(args, capsys)
+        assert code == 0, stderr
+        rates[word] = _density(out)
+    assert sum(rates["fast"]) / 4 > 1.5 * sum(rates["slow"]) / 4, rates
+    # 100 notes of a fast tune: the data's typical step (0.2 s) puts them around 10-30 s, far from the 100 s end.
+    assert min(rates["fast"]) > 100 / 60, rates
