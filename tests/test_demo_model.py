@@ -34,6 +34,16 @@ def test_the_demo_model_ships_in_the_repository() -> None:
     assert (models.REPO_MODELS / "midillm-demo.md").is_file()
 
 
+def test_the_card_measures_the_prompt_make_demo_runs() -> None:
+    """`make demo`'s prompt lives in the Makefile and in demo/evaluate.py (which needs torch to import); the card's
+    full-length table is written from the evaluation, so the Makefile's prompt must appear in it."""
+    root = models.REPO_MODELS.parent
+    line = next(x for x in (root / "Makefile").read_text().splitlines() if x.startswith("DEMO_PROMPT"))
+    prompt = line.split("=", 1)[1].strip()
+    card = (models.REPO_MODELS / "midillm-demo.md").read_text()
+    assert f"| {prompt} | 90 |" in card
+
+
 def test_gen_without_a_model_uses_the_demo_and_makes_clean_music(no_user_models, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     prompt = "A slow Baroque chorale for string quartet, at 60 BPM."
