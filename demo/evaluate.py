@@ -54,7 +54,7 @@ CEILING_TICKS = vocab.MAX_TIME - 100  # a sample whose last onset is in the fina
 FAR_STEP_TICKS = 1000  # time mass more than 10 s past the latest onset: the data almost never steps that far
 LATE_TICKS = 9000  # a window whose last onset is past 90 s used nearly all of the 100 s the time tokens address
 # The prompt `make demo` uses (the Makefile's DEMO_PROMPT; a test keeps the two equal).
-DEMO_PROMPT = "A European folk song for flute and piano."
+DEMO_PROMPT = "A gentle piece for solo piano."
 # (prompt, --seconds) at the default length, as `gen` runs: without a limit time can run out at 100 s;
 # with `make demo`'s 90 s it cannot, so what stacks there is the model's own drift.
 FULL_LENGTH_RUNS = (
