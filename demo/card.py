@@ -24,7 +24,7 @@ from midillm_lite.codec import decode_tokens
 
 from .data import OUT as DATA
 from .data import RENDERINGS, ROOT, SOURCES
-from .evaluate import DEMO_PROMPT, DENSITY_WINDOW_S, EVAL_JSON
+from .evaluate import DEMO_PROMPT, DEMO_SECONDS, DENSITY_WINDOW_S, EVAL_JSON
 from .export import SHIPPED
 from .model import TIME_FEATURES
 from .train import OUT as TRAIN_OUT
@@ -217,7 +217,7 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
         f" onset than any training window has ({fol['stack_limit']}).",
         "",
         f"At `gen`'s default length ({vocab.DEFAULT_MAX_TOKENS} tokens, up to 682 notes), without a time limit and"
-        " with `make demo`'s `--seconds 90`:",
+        f" with `make demo`'s `--seconds {DEMO_SECONDS:g}`:",
         "",
         f"| prompt | --seconds | samples | reached 100 s | stacked before it (> {fol['stack_limit']} at one onset) |"
         " rejected (> 64) | notes per sample |",
@@ -279,7 +279,7 @@ def known_limits(ev: dict, history: dict) -> str:
         parts.append("Tempo words do not reliably change note density (table above: not every slow/fast pair"
                      " differs at p < 0.01 with the fast prompt denser).")  # fmt: skip
     limited = [r for r in full if r["seconds"]]
-    stacked_90 = "; ".join(f'"{r["prompt"]}"{" (`make demo`)" if r["prompt"] == DEMO_PROMPT else ""}:'
+    stacked_limited = "; ".join(f'"{r["prompt"]}"{" (`make demo`)" if r["prompt"] == DEMO_PROMPT else ""}:'
                            f' {r["stacked"]} of {r["samples"]} stacked, {r["rejected"]} rejected'
                            for r in limited)  # fmt: skip
     parts.append(
@@ -287,7 +287,7 @@ def known_limits(ev: dict, history: dict) -> str:
         f" {fol['short_outputs']} {fol['max_tokens']}-token outputs put more than {fol['stack_limit']} notes (the most"
         " any training window has) on one onset before time ran out, and once a chord grows past what the data has,"
         " this small model keeps adding to it. A sample that passes 64 is rejected as the reference does (`gen`"
-        f" keeps it under `rejected/`). At the default length with `--seconds 90`: {stacked_90}."
+        f" keeps it under `rejected/`). At the default length with `--seconds {DEMO_SECONDS:g}`: {stacked_limited}."
     )
     parts.append(
         f"Without a time limit, at the default {vocab.DEFAULT_MAX_TOKENS} tokens, {full_ceiling} of {full_n} samples"
@@ -298,8 +298,8 @@ def known_limits(ev: dict, history: dict) -> str:
             f"Reaching it is partly what the data does ({reach['late_share']:.0%} of the training windows have their"
             f" last onset past {reach['late_ticks'] / 100:.0f} s: slow renderings of sparse tunes fill the 100 s"
             " before 682 notes), but no window continues past it, so the model has not learned what follows: strict"
-            " mode can only stack the remaining notes on the last tick. `make demo` passes `--seconds 90`, which"
-            " ends each output before that; do the same with slow prompts."
+            " mode can only stack the remaining notes on the last tick. `make demo` passes"
+            f" `--seconds {DEMO_SECONDS:g}`, which ends each output before that; do the same with slow prompts."
         )
     return " ".join(parts)
 
