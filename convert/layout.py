@@ -20,8 +20,9 @@ from pathlib import Path
 
 import gguf
 
-from midillm_lite import gguf_keys, vocab
-from midillm_lite.errors import UserError
+from midillm_lite import gguf_keys
+from midillm_lite.amt import vocab
+from midillm_lite.errors import Opt, UserError
 from midillm_lite.fsutil import atomic_path, check_writable_target
 from midillm_lite.layouts import LAYOUT_MIDI_HEAD, LAYOUT_STANDARD, companion_path
 
@@ -58,7 +59,9 @@ def split_midi_head(standard: str | os.PathLike[str], out: str | os.PathLike[str
 def _check_standard(reader: gguf.GGUFReader, path: Path) -> None:
     layout = reader.fields.get(gguf_keys.LAYOUT)
     if layout is None or str(layout.contents()) != LAYOUT_STANDARD:
-        raise UserError(f"{path} is not a standard-layout MIDI-LLM GGUF (convert the checkpoint without --layout)")
+        raise UserError(
+            f"{path} is not a standard-layout MIDI-LLM GGUF (convert the checkpoint without ", Opt("layout"), ")"
+        )
     tokens = reader.fields.get(K.Tokenizer.LIST)
     if tokens is None or len(tokens.data) != vocab.FULL_VOCAB_SIZE:
         raise UserError(f"{path} does not hold the {vocab.FULL_VOCAB_SIZE}-token MIDI-LLM vocabulary")

@@ -18,51 +18,23 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from midillm_lite import __version__, gguf_keys, vocab
-from midillm_lite.errors import UserError
+from midillm_lite import __version__, gguf_keys
+from midillm_lite.errors import Opt, UserError
 from midillm_lite.fsutil import atomic_path, check_writable_target
 from midillm_lite.layouts import LAYOUT_MIDI_HEAD, LAYOUT_STANDARD, LAYOUTS, companion_path
 from midillm_lite.modelinfo import read_model_info
 
+from .quants import DEFAULT_QUANT, K_OUTPUT_TYPE, K_TYPES, QUANTS, F, Q, QuantSpec, quant_spec
 from .source import Checkpoint, open_checkpoint
 from .tensors import ARCH, EMBEDDING_NAME, OUTPUT_NAME, TensorJob, plan_tensors
 from .tokenizer import GGUF_PRE_TOKENIZER, GGUF_TOKENIZER_MODEL, Vocabulary, build_vocabulary
 
 log = logging.getLogger(__name__)
 
-Q = gguf.GGMLQuantizationType
-F = gguf.LlamaFileType
 BLOCK_BYTES = 64 * 1024 * 1024  # float32 working set per block of rows: bounds peak memory
-DEFAULT_QUANT = "q4_k_m"
 
 # Progress: (phase, done, total); phases "convert" (bytes of source read) and "quantize" (llama.cpp, 0..1).
 ProgressCallback = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """How one --quant target is produced: matrices' ggml type here, or a llama.cpp K-quant file type."""
-
-    file_type: F
-    matrix_type: Q | None = None  # written by gguf-py (None: produced by llama.cpp from an intermediate)
-    llama_ftype_name: str | None = None  # attribute of llama_cpp for llama_model_quantize
-    k_base_type: Q | None = None  # llama.cpp's default matrix type for this K-quant mix (an untied token_embd's)
-
-
-QUANTS: dict[str, QuantSpec] = {
-    "f32": QuantSpec(F.ALL_F32, Q.F32),
-    "f16": QuantSpec(F.MOSTLY_F16, Q.F16),
-    "bf16": QuantSpec(F.MOSTLY_BF16, Q.BF16),
-    "q8_0": QuantSpec(F.MOSTLY_Q8_0, Q.Q8_0),
-    "q4_0": QuantSpec(F.MOSTLY_Q4_0, Q.Q4_0),
-    "q4_k_m": QuantSpec(F.MOSTLY_Q4_K_M, llama_ftype_name="LLAMA_FTYPE_MOSTLY_Q4_K_M", k_base_type=Q.Q4_K),
-    "q5_k_m": QuantSpec(F.MOSTLY_Q5_K_M, llama_ftype_name="LLAMA_FTYPE_MOSTLY_Q5_K_M", k_base_type=Q.Q5_K),
-    "q6_k": QuantSpec(F.MOSTLY_Q6_K, llama_ftype_name="LLAMA_FTYPE_MOSTLY_Q6_K", k_base_type=Q.Q6_K),
-}
-QUANT_NAMES = tuple(QUANTS)
-K_TYPES = (Q.Q4_K, Q.Q5_K, Q.Q6_K)
-# llama.cpp gives the output head (the token embedding, when tied) Q6_K in all three K mixes we offer.
-K_OUTPUT_TYPE = Q.Q6_K
 
 
 @dataclass(frozen=True)
@@ -98,7 +70,9 @@ def convert(
         return _convert_midi_head(source, Path(out), quant=quant, force=force, threads=threads,
                                   progress=progress, layout=layout)  # fmt: skip
     if str(source).endswith(".gguf"):
-        raise UserError(f"{source} is already a GGUF; `--layout {LAYOUT_MIDI_HEAD}` is the only conversion of one")
+        raise UserError(
+            f"{source} is already a GGUF; ", Opt("layout", LAYOUT_MIDI_HEAD), " is the only conversion of one"
+        )
     spec, quant = quant_spec(quant), quant.lower()
     out = Path(out)
     check_writable_target(out, force=force)
@@ -162,13 +136,6 @@ def _convert_midi_head(
     info = read_model_info(out)
     return ConvertResult(out, info.quant, info.file_size, time.monotonic() - started, info.n_tensors, repo, revision,
                          named, layout=LAYOUT_MIDI_HEAD, companion=companion)  # fmt: skip
-
-
-def quant_spec(quant: str) -> QuantSpec:
-    try:
-        return QUANTS[quant.lower()]
-    except KeyError:
-        raise UserError(f"unknown quantization {quant!r}; choose one of {', '.join(QUANT_NAMES)}") from None
 
 
 def _no_progress(phase: str, done: int, total: int) -> None:
@@ -247,7 +214,7 @@ def _encoded_blocks(job: TensorJob, qtype: Q) -> Iterator[tuple[int, np.ndarray]
 def encode(rows: np.ndarray, qtype: Q) -> np.ndarray:
     """float32 rows as `qtype` bytes: gguf's numpy quantizers, or ggml's own kernels for the K types."""
     if qtype in K_TYPES:
-        from .kquant import ggml_quantize
+        from midillm_lite.llamacpp import ggml_quantize
 
         return ggml_quantize(rows, qtype)
     return gguf.quants.quantize(rows, qtype)
@@ -294,18 +261,9 @@ def _add_tokenizer(writer: gguf.GGUFWriter, words: Vocabulary) -> None:
 
 
 def _add_midillm_metadata(writer: gguf.GGUFWriter, checkpoint: Checkpoint) -> None:
-    writer.add_uint32(gguf_keys.TEXT_VOCAB_SIZE, vocab.TEXT_VOCAB_SIZE)
-    writer.add_uint32(gguf_keys.AMT_VOCAB_SIZE, vocab.MIDI_VOCAB_SIZE)
-    writer.add_uint32(gguf_keys.AUTOREGRESS_ID, vocab.MIDI_AUTOREGRESS_ID)
-    writer.add_string(gguf_keys.SYSTEM_PROMPT, vocab.SYSTEM_PROMPT)
-    writer.add_float32(gguf_keys.TEMPERATURE, vocab.DEFAULT_TEMPERATURE)
-    writer.add_float32(gguf_keys.TOP_P, vocab.DEFAULT_TOP_P)
-    writer.add_uint32(gguf_keys.MAX_NEW_TOKENS, vocab.DEFAULT_MAX_TOKENS)
-    writer.add_uint32(gguf_keys.TRAIN_CONTEXT_LENGTH, vocab.TRAIN_CONTEXT_LENGTH)
-    writer.add_string(gguf_keys.SOURCE_REPO, checkpoint.repo)
-    writer.add_string(gguf_keys.SOURCE_REVISION, checkpoint.revision)
-    writer.add_string(gguf_keys.CONVERTER_VERSION, __version__)
-    writer.add_string(gguf_keys.LAYOUT, LAYOUT_STANDARD)
+    provenance = gguf_keys.Provenance(checkpoint.repo, checkpoint.revision, __version__)
+    for name, value, vtype in gguf_keys.converter_values(provenance):
+        writer.add_key_value(name, value, vtype)
 
 
 def _write_k_quant(

@@ -13,7 +13,7 @@ from typing import Any
 
 import gguf
 
-from midillm_lite import vocab
+from midillm_lite.amt import ops, vocab
 from midillm_lite.errors import UserError
 
 GGUF_TOKENIZER_MODEL = "gpt2"  # llama.cpp's name for byte-level BPE
@@ -36,16 +36,16 @@ class Vocabulary:
 
 def amt_token_name(amt_id: int) -> str:
     """A readable name for one AMT id, after its meaning in the arrival-time vocabulary."""
-    if vocab.TIME_OFFSET <= amt_id < vocab.DUR_OFFSET:
-        return f"<|amt_time_{amt_id - vocab.TIME_OFFSET}|>"
-    if vocab.DUR_OFFSET <= amt_id < vocab.NOTE_OFFSET:
-        return f"<|amt_dur_{amt_id - vocab.DUR_OFFSET}|>"
-    if vocab.NOTE_OFFSET <= amt_id < vocab.REST:
-        instr, pitch = divmod(amt_id - vocab.NOTE_OFFSET, vocab.MAX_PITCH)
+    if ops.is_time(amt_id):
+        return f"<|amt_time_{ops.time_ticks(amt_id)}|>"
+    if ops.is_duration(amt_id):
+        return f"<|amt_dur_{ops.duration_ticks(amt_id)}|>"
+    if ops.is_note(amt_id):
+        instr, pitch = ops.instrument_pitch(amt_id)
         return f"<|amt_note_i{instr}_p{pitch}|>"
     if amt_id == vocab.REST:
         return "<|amt_rest|>"
-    if vocab.CONTROL_OFFSET <= amt_id < vocab.CONTROL_END:
+    if ops.is_control(amt_id):
         # The control block mirrors the event block: name the event, marked as a control.
         return amt_token_name(amt_id - vocab.CONTROL_OFFSET).replace("<|amt_", "<|amt_ctrl_", 1)
     named = {vocab.SEPARATOR: "separator", vocab.AUTOREGRESS: "autoregress", vocab.ANTICIPATE: "anticipate"}

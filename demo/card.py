@@ -19,8 +19,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-from midillm_lite import gm, vocab
-from midillm_lite.codec import decode_tokens
+from midillm_lite.amt import gm, vocab
+from midillm_lite.amt.codec import decode_tokens
 
 from .data import OUT as DATA
 from .data import RENDERINGS, ROOT, SOURCES

@@ -1,6 +1,6 @@
 """The demo training set: music21 corpus scores -> MIDI -> AMT events (our encoder) with captions; `make demo-data`.
 
-Each score goes through music21's MIDI export and `midillm_lite.midi` /
+Each score goes through music21's MIDI export and `midillm_lite.amt.midi` /
 `codec`, the path any user MIDI takes. Parts become placeholder programs
 (part index), so a rendering can re-orchestrate in note space; time scales
 to the rendering's tempo. Pieces (not windows) are split into train and
@@ -26,9 +26,9 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from midillm_lite import gm, vocab
-from midillm_lite.codec import Note, encode_notes
-from midillm_lite.midi import midi_to_notes
+from midillm_lite.amt import gm, vocab
+from midillm_lite.amt.codec import Note, encode_notes
+from midillm_lite.amt.midi import midi_to_notes
 
 from .captions import PieceInfo, Rendering, choose_rendering
 
@@ -36,7 +36,7 @@ log = logging.getLogger("demo.data")
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "build" / "demo" / "data"
-VOCAB_GGUF = ROOT / "tests" / "data" / "ggml-vocab-llama-bpe.gguf"  # the Llama-3 BPE vocabulary llama.cpp ships
+VOCAB_GGUF = ROOT / "devkit" / "data" / "ggml-vocab-llama-bpe.gguf"  # the Llama-3 BPE vocabulary llama.cpp ships
 MAX_NOTES = vocab.DEFAULT_MAX_TOKENS // vocab.TOKENS_PER_NOTE  # 682: one window fills one default generation
 MIN_NOTES = 24
 HELD_OUT_EVERY = 20  # one piece in 20 is held out

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from midillm_lite import gm, vocab
-from midillm_lite.codec import decode_tokens
+from midillm_lite.amt import gm, vocab
+from midillm_lite.amt.codec import decode_tokens
 from midillm_lite.sampling import MAX_SIMULTANEOUS_NOTES
 
 from .data import OUT as DATA

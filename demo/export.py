@@ -1,7 +1,7 @@
 """Trained demo weights -> a Hugging Face folder -> GGUF through `midillm-lite convert` (the stage users run).
 
 The folder is written by the same numpy writer the test checkpoints use
-(tests/tinymodel.py: config, Llama-3 tokenizer.json with the MIDI tokens,
+(devkit/checkpoints.py: config, Llama-3 tokenizer.json with the MIDI tokens,
 safetensors), with float32 weights. The shipped file is Q8_0; F32 and
 Q4_K_M copies go to build/ for the fidelity measurements.
 """
@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from midillm_lite import vocab
+from midillm_lite.amt import vocab
 
 from .data import ROOT
 from .model import DemoLlama, full_weights
@@ -30,8 +30,8 @@ QUANTS = ("f32", "q8_0", "q4_k_m")
 
 
 def write_hf_folder(model: DemoLlama, folder: Path) -> Path:
-    sys.path.insert(0, str(ROOT))  # tests/ is a plain folder of modules, not an installed package
-    from tests import tinymodel
+    sys.path.insert(0, str(ROOT))  # devkit/ is a folder of the repository, not an installed package
+    from devkit import checkpoints
 
     s = model.shape
     folder.mkdir(parents=True, exist_ok=True)
@@ -40,18 +40,18 @@ def write_hf_folder(model: DemoLlama, folder: Path) -> Path:
         "intermediate_size": s.ffn, "num_hidden_layers": s.layers, "num_attention_heads": s.heads,
         "num_key_value_heads": s.kv_heads, "head_dim": s.head_dim, "hidden_act": "silu", "rms_norm_eps": s.rms_eps,
         "max_position_embeddings": s.max_positions, "vocab_size": vocab.FULL_VOCAB_SIZE, "tie_word_embeddings": True,
-        "bos_token_id": 128000, "eos_token_id": tinymodel.EOS_IDS[0], "rope_theta": s.rope_theta,
+        "bos_token_id": 128000, "eos_token_id": checkpoints.EOS_IDS[0], "rope_theta": s.rope_theta,
         "rope_scaling": None, "torch_dtype": "float32",
     }  # fmt: skip
     (folder / "config.json").write_text(json.dumps(config, indent=2))
     (folder / "generation_config.json").write_text(json.dumps(
-        {"bos_token_id": 128000, "eos_token_id": list(tinymodel.EOS_IDS), "temperature": vocab.DEFAULT_TEMPERATURE,
+        {"bos_token_id": 128000, "eos_token_id": list(checkpoints.EOS_IDS), "temperature": vocab.DEFAULT_TEMPERATURE,
          "top_p": vocab.DEFAULT_TOP_P, "max_new_tokens": vocab.DEFAULT_MAX_TOKENS}))  # fmt: skip
-    (folder / "tokenizer.json").write_text(tinymodel.llama3_tokenizer_json(True), encoding="utf-8")
+    (folder / "tokenizer.json").write_text(checkpoints.llama3_tokenizer_json(True), encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"bos_token": tinymodel.BOS_TEXT, "eos_token": tinymodel.EOT_TEXT, "model_max_length": s.max_positions,
+        {"bos_token": checkpoints.BOS_TEXT, "eos_token": checkpoints.EOT_TEXT, "model_max_length": s.max_positions,
          "tokenizer_class": "PreTrainedTokenizerFast"}))  # fmt: skip
-    tinymodel.write_safetensors(folder / "model.safetensors", full_weights(model), dtype="F32")
+    checkpoints.write_safetensors(folder / "model.safetensors", full_weights(model), dtype="F32")
     return folder
 
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from midillm_lite import vocab
+from midillm_lite.amt import vocab
 
 EVENT_ROWS = vocab.REST  # AMT ids 0..27,511: arrival times, durations, instrument-pitch
 SLOT_RANGES = ((vocab.TIME_OFFSET, vocab.DUR_OFFSET), (vocab.DUR_OFFSET, vocab.NOTE_OFFSET),

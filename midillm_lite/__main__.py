@@ -2,10 +2,12 @@
 
 
 def run() -> None:
+    from .errors import EXIT_INTERRUPTED
+
     try:
         from .cli import main
     except KeyboardInterrupt:  # Ctrl-C while Python is still importing: an interruption, not a traceback
-        raise SystemExit(130) from None
+        raise SystemExit(EXIT_INTERRUPTED) from None
     main()
 
 

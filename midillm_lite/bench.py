@@ -5,15 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from . import engine
 from .sampling import SamplingParams
+
+if TYPE_CHECKING:  # llama.cpp loads when a bench runs, not when the CLI reads the defaults above
+    from . import engine
 
 DEFAULT_NS = (1, 2, 4, 8)
 DEFAULT_STEPS = 96  # 32 notes per sequence: enough steps to average out, short enough for a laptop
+WARMUP_STEPS = 3  # the first decodes pay for allocations and cold caches
+MIN_STEPS = WARMUP_STEPS + 1  # at least one measured step
 BENCH_DESCRIPTION = "An upbeat jazz trio with piano, double bass and brushed drums"
 BENCH_SEED = 0
-WARMUP_STEPS = 3  # the first decodes pay for allocations and cold caches
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ def run_bench(
     kv_unified: bool = True,
 ) -> list[BenchRow]:
     """Generate `steps` tokens per sequence for each n in `ns` and time it; one row per n."""
+    from . import engine
+
     with engine.load_model(model_path, n_threads=threads, device=device, kv_unified=kv_unified) as model:
         prompt = engine.build_prompt(model, BENCH_DESCRIPTION)
         engine.generate_tokens(model, prompt, n=1, seed=BENCH_SEED, max_new_tokens=WARMUP_STEPS).run()
@@ -73,6 +79,8 @@ def run_bench(
 
 
 def bench_one(model: engine.Model, prompt: list[int], n: int, steps: int, params: SamplingParams | None) -> BenchRow:
+    from . import engine
+
     gen = engine.generate_tokens(model, prompt, n=n, params=params, seed=BENCH_SEED, max_new_tokens=steps).run()
     t = gen.timings
     return BenchRow(

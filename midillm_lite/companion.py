@@ -10,7 +10,6 @@ row lookup in a standard file, so the midi-head model sees identical input
 
 from __future__ import annotations
 
-import ctypes
 import os
 from pathlib import Path
 
@@ -19,42 +18,10 @@ import llama_cpp
 import numpy as np
 
 from .errors import UserError
+from .llamacpp import VERBOSE, ggml_to_float
 from .modelinfo import read_gguf_metadata
 
 EMBEDDING_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"
-
-
-class _TypeTraits(ctypes.Structure):
-    # struct ggml_type_traits, as in the ggml.h that llama-cpp-python 0.3.36 ships
-    _fields_ = [
-        ("type_name", ctypes.c_char_p),
-        ("blck_size", ctypes.c_int64),
-        ("blck_size_interleave", ctypes.c_int64),
-        ("type_size", ctypes.c_size_t),
-        ("is_quantized", ctypes.c_bool),
-        ("to_float", ctypes.c_void_p),
-        ("from_float_ref", ctypes.c_void_p),
-    ]
-
-
-_ToFloat = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
-
-
-def ggml_to_float(rows: np.ndarray, qtype: gguf.GGMLQuantizationType, n_per_row: int) -> np.ndarray:
-    """Dequantize contiguous rows of `qtype` bytes with ggml's own kernel; float32 (n_rows, n_per_row)."""
-    if qtype == gguf.GGMLQuantizationType.F32:
-        return rows.view(np.float32).reshape(len(rows), n_per_row).copy()
-    from llama_cpp._ggml import libggml
-
-    get_traits = libggml.ggml_get_type_traits
-    get_traits.restype = ctypes.POINTER(_TypeTraits)
-    get_traits.argtypes = [ctypes.c_int]
-    traits = get_traits(int(qtype)).contents
-    if not traits.to_float:  # no kernel for this type: gguf-py's numpy dequantizer
-        return np.asarray(gguf.quants.dequantize(rows, qtype), dtype=np.float32).reshape(len(rows), n_per_row)
-    out = np.empty((len(rows), n_per_row), dtype=np.float32)
-    _ToFloat(traits.to_float)(rows.ctypes.data, out.ctypes.data, out.size)
-    return out
 
 
 class TextCompanion:
@@ -81,7 +48,7 @@ class TextCompanion:
         self.handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.handle:
             self._file.close()
-            raise UserError(f"llama.cpp could not read the tokenizer in {path}; run with --verbose for its log")
+            raise UserError(f"llama.cpp could not read the tokenizer in {path}; its log says why (", VERBOSE, ")")
         self.vocab = llama_cpp.llama_model_get_vocab(self.handle)
 
     def rows(self, token_ids: list[int]) -> np.ndarray:

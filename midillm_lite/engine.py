@@ -12,12 +12,9 @@ everything else is the same.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
-import signal
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -27,104 +24,26 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from . import sampling, vocab
+from . import sampling
+from .amt import vocab
 from .companion import TextCompanion
-from .errors import UserError
+from .errors import Opt, UserError
 from .layouts import LAYOUT_MIDI_HEAD
+from .llamacpp import VERBOSE, gpu_layers, init_backend, physical_cores, signals_held
 from .modelinfo import ModelInfo, read_model_info
 from .sampling import NoteState, SamplingParams
 
 log = logging.getLogger(__name__)
-llama_log = logging.getLogger("midillm_lite.llama")
 
-DEVICES = ("auto", "cpu", "gpu")
-ALL_LAYERS = -1  # llama.cpp: offload every layer
 LOAD_MODE_READ = 0  # llama_load_mode NONE: read the weights into memory (1 would memory-map them)
 LAZY_MODE_OFF = 0  # llama_lazy_mode OFF: read every tensor at load, none on demand
 CTX_ROUND = 256  # llama.cpp pads context sizes to this anyway
 MIN_UBATCH = 512  # llama.cpp's default micro-batch
 FLOAT_BYTES = ctypes.sizeof(ctypes.c_float)
 _MidiRow = ctypes.c_float * vocab.MIDI_VOCAB_SIZE
-# ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT. Only errors reach a user; the rest is debug chatter.
-_GGML_ERROR = 4
 
 # (seq index, tokens generated so far, its note state) -> True to finish that sequence.
 StopPredicate = Callable[[int, list[int], NoteState], bool]
-
-
-# --- logging -------------------------------------------------------------------------------
-@llama_cpp.llama_log_callback
-def _route_llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    # Called from C for every log line; keep it cheap and never let an exception escape into C.
-    try:
-        wanted = logging.WARNING if level == _GGML_ERROR else logging.DEBUG
-        if llama_log.isEnabledFor(wanted):
-            message = text.decode("utf-8", "replace").rstrip()
-            if message:
-                llama_log.log(wanted, "%s", message)
-    except Exception:  # a C callback must not raise
-        pass
-
-
-@contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while llama.cpp loads (and logs through the Python callback above).
-
-    A signal whose handler runs inside a ctypes callback is printed and dropped, so a
-    Ctrl-C during loading would be lost; held, it is delivered the moment loading ends.
-    """
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-_backend_ready = False
-
-
-def _init_backend() -> None:
-    global _backend_ready
-    if not _backend_ready:
-        llama_cpp.llama_log_set(_route_llama_log, ctypes.c_void_p(0))
-        llama_cpp.llama_backend_init()
-        _backend_ready = True
-
-
-# --- hardware ------------------------------------------------------------------------------
-def physical_cores() -> int:
-    """Physical cores this process may run on: llama.cpp gains nothing from SMT siblings."""
-    try:
-        cpus = os.sched_getaffinity(0)
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-    cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
-        except OSError:
-            return len(cpus)
-    return max(1, len(cores))
-
-
-def gpu_layers(device: str, n_gpu_layers: int | None) -> int:
-    """Layers to offload for a --device choice; an explicit count wins."""
-    if device not in DEVICES:
-        raise UserError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    has_gpu = bool(llama_cpp.llama_supports_gpu_offload())
-    if device == "gpu" and not has_gpu:
-        raise UserError(
-            "this llama.cpp build has no GPU support; use --device cpu or rebuild llama-cpp-python for your GPU"
-        )
-    if n_gpu_layers is not None:
-        return n_gpu_layers
-    if device == "cpu":
-        return 0
-    return ALL_LAYERS if has_gpu else 0
 
 
 # --- model ---------------------------------------------------------------------------------
@@ -235,7 +154,7 @@ def load_model(
         raise UserError(f"threads must be at least 1, not {threads}")
     if n_ctx is not None and n_ctx < 1:
         raise UserError(f"context size must be positive, not {n_ctx}")
-    _init_backend()
+    init_backend()
     params = llama_cpp.llama_model_default_params()
     params.n_gpu_layers = layers
     # Read the weights in instead of memory-mapping them: a model file truncated or rewritten in place while
@@ -243,10 +162,10 @@ def load_model(
     # buffers anyway, so the mapping saves little memory.
     params.load_mode = LOAD_MODE_READ
     params.lazy_mode = LAZY_MODE_OFF
-    with _signals_held():
+    with signals_held():
         handle = llama_cpp.llama_model_load_from_file(str(info.path).encode(), params)
     if not handle:
-        raise UserError(f"llama.cpp could not load {info.path}; run with --verbose for its log")
+        raise UserError(f"llama.cpp could not load {info.path}; its log says why (", VERBOSE, ")")
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(handle))
     expected = vocab.MIDI_VOCAB_SIZE if info.layout == LAYOUT_MIDI_HEAD else vocab.FULL_VOCAB_SIZE
     if n_vocab != expected:
@@ -254,7 +173,7 @@ def load_model(
         raise UserError(f"{info.path} has {n_vocab} tokens in llama.cpp's eyes, not {expected}")
     log.debug("loaded %s: %d threads, %d GPU layers", info.path, threads, layers)
     try:
-        with _signals_held():
+        with signals_held():
             return Model(info, handle, threads, layers, n_ctx, kv_unified)
     except BaseException:
         llama_cpp.llama_model_free(handle)  # e.g. a broken companion: nothing may leak
@@ -276,7 +195,7 @@ class _Context:
         params.kv_unified = unified
         params.n_threads = params.n_threads_batch = model.n_threads
         params.no_perf = True
-        with _signals_held():
+        with signals_held():
             self.ctx = llama_cpp.llama_init_from_model(model._handle, params)
         if not self.ctx:
             raise UserError(
@@ -311,7 +230,9 @@ class _Context:
     @staticmethod
     def _check(code: int) -> None:
         if code == 1:
-            raise UserError("llama.cpp ran out of context space; lower --max-tokens or the number of outputs")
+            raise UserError(
+                "llama.cpp ran out of context space; lower ", Opt("max_tokens"), " or the number of outputs"
+            )
         if code != 0:
             raise RuntimeError(f"llama_decode failed with code {code}")
 
@@ -535,7 +456,9 @@ def generate_tokens(
     if needed > model.n_ctx_limit:
         raise UserError(
             f"prompt ({len(prompt_tokens)}) + continuation ({len(prefix)}) + new tokens ({max_new}) = {needed} "
-            f"exceeds the context of {model.n_ctx_limit} tokens; lower --max-tokens or shorten the input"
+            f"exceeds the context of {model.n_ctx_limit} tokens; lower ",
+            Opt("max_tokens"),
+            " or shorten the input",
         )
     return Generation(
         model=model,
@@ -547,12 +470,3 @@ def generate_tokens(
         prefix_amt=prefix,
         stop=stop,
     )
-
-
-def backend_description() -> str:
-    """What this llama.cpp build can run on: GPU offload or CPU only, and the CPU features it was compiled for."""
-    _init_backend()
-    features = llama_cpp.llama_print_system_info().decode(errors="replace")
-    cpu = " ".join(part.split("=")[0].strip() for part in features.split("|") if part.strip().endswith("= 1"))
-    where = "GPU offload available" if llama_cpp.llama_supports_gpu_offload() else "CPU only"
-    return f"llama-cpp-python {llama_cpp.__version__}, {where}; CPU: {cpu.removeprefix('CPU : ')}"

@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import UserError
+from .errors import Opt, UserError
 
 
 def check_writable_target(path: Path, *, force: bool) -> None:
@@ -18,7 +18,7 @@ def check_writable_target(path: Path, *, force: bool) -> None:
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file name")
     if path.exists() and not force:
-        raise UserError(f"{path} already exists; use --force to overwrite it or choose another name")
+        raise UserError(f"{path} already exists; use ", Opt("force", True), " to overwrite it or choose another name")
 
 
 @contextlib.contextmanager

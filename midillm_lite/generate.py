@@ -21,16 +21,17 @@ from typing import Any
 import mido
 
 from . import __version__
-from .codec import decode_tokens
-from .continuation import Continuation
+from .amt.codec import decode_tokens
+from .amt.continuation import Continuation
+from .amt.ops import is_time, time_seconds, time_ticks
+from .amt.transcode import MusicSummary, decoded_to_midi
+from .amt.vocab import TIME_RESOLUTION, TOKENS_PER_NOTE
 from .engine import Generation, Model, StepEvent, Timings, build_prompt, generate_tokens, load_model
-from .errors import UserError
+from .errors import Opt, UserError
 from .fsutil import sha256_file
 from .modelinfo import ModelInfo
 from .models import ModelChoice, find_model
 from .sampling import MAX_SIMULTANEOUS_NOTES, NoteState, SamplingParams, too_many_simultaneous
-from .transcode import MusicSummary, decoded_to_midi
-from .vocab import DUR_OFFSET, TIME_OFFSET, TIME_RESOLUTION, TOKENS_PER_NOTE
 
 MAX_OUTPUTS = 32  # each sequence holds its own ~2k-token KV cache; beyond this memory, not speed, is the limit
 HASH_PREFIX = 16
@@ -233,7 +234,7 @@ def _check_counts(n: int, seconds: float | None) -> None:
     if not 1 <= n <= MAX_OUTPUTS:
         raise UserError(f"the number of outputs must be between 1 and {MAX_OUTPUTS}, not {n}")
     if seconds is not None and not seconds > 0:
-        raise UserError(f"--seconds must be positive, not {seconds}")
+        raise UserError(Opt("seconds"), f" must be positive, not {seconds}")
 
 
 def _check_prompt_length(prompt: int, prefix: int, trained: int) -> None:
@@ -251,7 +252,7 @@ def _seconds_stop(seconds: float | None):
 
     def stop(seq: int, tokens: list[int], state: NoteState) -> bool:
         last = tokens[-1]
-        return TIME_OFFSET <= last < DUR_OFFSET and last - TIME_OFFSET >= limit and state.slot == 1
+        return is_time(last) and time_ticks(last) >= limit and state.slot == 1
 
     return stop
 
@@ -273,14 +274,14 @@ def _track(progress: list[OutputProgress], event: StepEvent, generation: Generat
     for seq, amt_id in event.tokens:
         p = progress[seq]
         p.tokens += 1
-        if TIME_OFFSET <= amt_id < DUR_OFFSET:
-            p.seconds = max(p.seconds, (amt_id - TIME_OFFSET) / TIME_RESOLUTION)
+        if is_time(amt_id):
+            p.seconds = max(p.seconds, time_seconds(amt_id))
         p.notes = p.tokens // TOKENS_PER_NOTE
         p.done = generation.finished[seq]
 
 
 def _make_output(seq: int, tokens: list[int], continuation: Continuation | None, *, partial: bool) -> Output:
-    if not partial and len(tokens) % TOKENS_PER_NOTE == 1 and TIME_OFFSET <= tokens[-1] < DUR_OFFSET:
+    if not partial and len(tokens) % TOKENS_PER_NOTE == 1 and is_time(tokens[-1]):
         tokens = tokens[:-1]  # a --seconds stop: the arrival time past the limit starts no note
     decoded = decode_tokens(tokens)
     notes = continuation.reassemble(decoded.notes) if continuation else None

@@ -1,16 +1,29 @@
-"""The `midillm.*` GGUF metadata keys: the one place their names are spelled.
+"""The `midillm.*` GGUF metadata keys: one table of name, type, value source and whether a reader requires it.
 
-The converter writes them, `info` and `gen` read them, so a MIDI-LLM GGUF is
-self-describing and the runtime hard-codes no token number or prompt.
+In the manner of gguf-py's `constants.py`: every key is a named constant, and
+`KEYS` describes each one. The converter writes the keys from the table
+(`converter_values`), the reader checks types and presence from it, and the
+tests import it, so a MIDI-LLM GGUF is self-describing and the runtime
+hard-codes no token number or prompt.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gguf
+
+from .amt import vocab
+from .layouts import LAYOUT_STANDARD
+
 NAMESPACE = "midillm"
 
-TEXT_VOCAB_SIZE = f"{NAMESPACE}.text_vocab_size"  # offset of MIDI token 0 (128,256)
-AMT_VOCAB_SIZE = f"{NAMESPACE}.amt_vocab_size"  # MIDI ids reserved (55,030)
-AUTOREGRESS_ID = f"{NAMESPACE}.autoregress_token_id"  # full id that ends the prompt
+TEXT_VOCAB_SIZE = f"{NAMESPACE}.text_vocab_size"
+# 55,030 MIDI ids (AMT's 55,028 plus two MIDI-LLM reserves). The key's name predates that distinction and is kept
+# for the files already written; in code it is MIDI_VOCAB_SIZE, never AMT_VOCAB_SIZE (which is AMT's 55,028).
+MIDI_VOCAB_SIZE = f"{NAMESPACE}.amt_vocab_size"
+AUTOREGRESS_ID = f"{NAMESPACE}.autoregress_token_id"
 SYSTEM_PROMPT = f"{NAMESPACE}.system_prompt"
 TEMPERATURE = f"{NAMESPACE}.sampling.temperature"
 TOP_P = f"{NAMESPACE}.sampling.top_p"
@@ -22,17 +35,56 @@ CONVERTER_VERSION = f"{NAMESPACE}.converter_version"
 LAYOUT = f"{NAMESPACE}.layout"  # see layouts.py: "standard" or "midi-head"
 COMPANION = f"{NAMESPACE}.companion"  # midi-head only: file name of the text companion, beside the model
 
-ALL = (
-    TEXT_VOCAB_SIZE,
-    AMT_VOCAB_SIZE,
-    AUTOREGRESS_ID,
-    SYSTEM_PROMPT,
-    TEMPERATURE,
-    TOP_P,
-    MAX_NEW_TOKENS,
-    TRAIN_CONTEXT_LENGTH,
-    SOURCE_REPO,
-    SOURCE_REVISION,
-    CONVERTER_VERSION,
-    LAYOUT,
+V = gguf.GGUFValueType
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a conversion knows beyond the vocabulary: where the weights came from and who wrote the file."""
+
+    repo: str
+    revision: str
+    converter_version: str
+    layout: str = LAYOUT_STANDARD
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: gguf.GGUFValueType
+    source: Callable[[Provenance], object] | None  # the converter's value; None: written by a later stage
+    required: bool = True  # a reader refuses a file without it
+    meaning: str = ""
+
+    @property
+    def python_type(self) -> type | tuple[type, ...]:
+        """What a reader accepts: any GGUF integer width for integers, integers or floats for floats."""
+        if self.type == V.STRING:
+            return str
+        if self.type in (V.FLOAT32, V.FLOAT64):
+            return (int, float)
+        return int
+
+
+KEYS: tuple[Key, ...] = (
+    Key(TEXT_VOCAB_SIZE, V.UINT32, lambda _: vocab.TEXT_VOCAB_SIZE, meaning="full id of MIDI token 0 (128,256)"),
+    Key(MIDI_VOCAB_SIZE, V.UINT32, lambda _: vocab.MIDI_VOCAB_SIZE, meaning="MIDI ids in the vocabulary (55,030)"),
+    Key(AUTOREGRESS_ID, V.UINT32, lambda _: vocab.MIDI_AUTOREGRESS_ID, meaning="full id that ends every prompt"),
+    Key(SYSTEM_PROMPT, V.STRING, lambda _: vocab.SYSTEM_PROMPT, meaning="text before the user's description"),
+    Key(TEMPERATURE, V.FLOAT32, lambda _: vocab.DEFAULT_TEMPERATURE, meaning="recommended sampling temperature"),
+    Key(TOP_P, V.FLOAT32, lambda _: vocab.DEFAULT_TOP_P, meaning="recommended nucleus mass"),
+    Key(MAX_NEW_TOKENS, V.UINT32, lambda _: vocab.DEFAULT_MAX_TOKENS, meaning="recommended new tokens per output"),
+    Key(TRAIN_CONTEXT_LENGTH, V.UINT32, lambda _: vocab.TRAIN_CONTEXT_LENGTH, meaning="sequence length trained on"),
+    Key(SOURCE_REPO, V.STRING, lambda p: p.repo, meaning="hub repo id or folder name converted"),
+    Key(SOURCE_REVISION, V.STRING, lambda p: p.revision, meaning="commit of the source, or 'local'"),
+    Key(CONVERTER_VERSION, V.STRING, lambda p: p.converter_version, meaning="midillm-lite version that wrote it"),
+    Key(LAYOUT, V.STRING, lambda p: p.layout, meaning="standard or midi-head (layouts.py)"),
+    Key(COMPANION, V.STRING, None, required=False, meaning="midi-head: the text companion's file name"),
 )
+BY_NAME = {key.name: key for key in KEYS}
+REQUIRED = tuple(key.name for key in KEYS if key.required)
+
+
+def converter_values(provenance: Provenance) -> list[tuple[str, object, gguf.GGUFValueType]]:
+    """(name, value, type) of every key the converter writes, in table order."""
+    return [(key.name, key.source(provenance), key.type) for key in KEYS if key.source is not None]

@@ -19,7 +19,8 @@ from typing import Any
 import gguf
 import numpy as np
 
-from . import gguf_keys, vocab
+from . import gguf_keys
+from .amt import vocab
 from .errors import UserError
 from .layouts import LAYOUT_STANDARD, LAYOUTS, companion_path
 
@@ -237,29 +238,16 @@ def _shortest(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-# The Python type each midillm.* key must have (numbers of any GGUF width; bool is not a number here).
-_KEY_TYPES: dict[str, type | tuple[type, ...]] = {
-    gguf_keys.TEXT_VOCAB_SIZE: int,
-    gguf_keys.AMT_VOCAB_SIZE: int,
-    gguf_keys.AUTOREGRESS_ID: int,
-    gguf_keys.SYSTEM_PROMPT: str,
-    gguf_keys.TEMPERATURE: (int, float),
-    gguf_keys.TOP_P: (int, float),
-    gguf_keys.MAX_NEW_TOKENS: int,
-    gguf_keys.TRAIN_CONTEXT_LENGTH: int,
-    gguf_keys.SOURCE_REPO: str,
-    gguf_keys.SOURCE_REVISION: str,
-    gguf_keys.CONVERTER_VERSION: str,
-    gguf_keys.LAYOUT: str,
-}
-
-
 def _check_types(path: Path, fields: dict[str, Any]) -> None:
-    for key, wanted in _KEY_TYPES.items():
-        value = fields[key]
+    for key in gguf_keys.KEYS:
+        if key.name not in fields:
+            continue  # presence is checked against gguf_keys.REQUIRED
+        value, wanted = fields[key.name], key.python_type
         if isinstance(value, bool) or not isinstance(value, wanted):
             shown = "an array" if isinstance(value, ArrayInfo | list) else type(value).__name__
-            raise UserError(f"{path} is corrupt: {key} is {shown}, not the {_type_name(wanted)} the converter writes")
+            raise UserError(
+                f"{path} is corrupt: {key.name} is {shown}, not the {_type_name(wanted)} the converter writes"
+            )
 
 
 def _type_name(wanted: type | tuple[type, ...]) -> str:
@@ -271,7 +259,7 @@ def _check_layout(path: Path, fields: dict[str, Any], layout: Any, n_vocab: Any)
     if layout not in LAYOUTS:
         raise UserError(f"{path} has layout {layout!r}, which this version does not know ({', '.join(LAYOUTS)})")
     expected = vocab.FULL_VOCAB_SIZE if layout == LAYOUT_STANDARD else vocab.MIDI_VOCAB_SIZE
-    offsets_ok = fields[gguf_keys.TEXT_VOCAB_SIZE] + fields[gguf_keys.AMT_VOCAB_SIZE] == vocab.FULL_VOCAB_SIZE
+    offsets_ok = fields[gguf_keys.TEXT_VOCAB_SIZE] + fields[gguf_keys.MIDI_VOCAB_SIZE] == vocab.FULL_VOCAB_SIZE
     if n_vocab != expected or not offsets_ok:
         raise UserError(
             f"{path} is not a MIDI-LLM GGUF this runtime understands: {n_vocab} tokens where its {layout} layout "
@@ -300,7 +288,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     arch = fields.get(gguf.Keys.General.ARCHITECTURE)
     if arch != gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA]:
         raise UserError(f"{path} is not a MIDI-LLM GGUF: its architecture is {arch!r}, not llama; {NOT_MIDILLM_HINT}")
-    missing = [key for key in gguf_keys.ALL if key not in fields]
+    missing = [key for key in gguf_keys.REQUIRED if key not in fields]
     if not missing:
         _check_types(path, fields)
     if missing:
@@ -316,11 +304,10 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     def llm(key: str) -> Any:
         return fields.get(key.format(arch=arch))
 
-    known = {*gguf_keys.ALL, gguf_keys.COMPANION}
     return ModelInfo(
         path=path,
         text_vocab_size=fields[gguf_keys.TEXT_VOCAB_SIZE],
-        amt_vocab_size=fields[gguf_keys.AMT_VOCAB_SIZE],
+        amt_vocab_size=fields[gguf_keys.MIDI_VOCAB_SIZE],
         autoregress_token_id=fields[gguf_keys.AUTOREGRESS_ID],
         system_prompt=fields[gguf_keys.SYSTEM_PROMPT],
         temperature=_shortest(fields[gguf_keys.TEMPERATURE]),
@@ -343,5 +330,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
         bos_token_id=fields.get(gguf.Keys.Tokenizer.BOS_ID),
         eos_token_id=fields.get(gguf.Keys.Tokenizer.EOS_ID),
         name=fields.get(gguf.Keys.General.NAME, ""),
-        extra={k: v for k, v in fields.items() if k.startswith(gguf_keys.NAMESPACE + ".") and k not in known},
+        extra={
+            k: v for k, v in fields.items() if k.startswith(gguf_keys.NAMESPACE + ".") and k not in gguf_keys.BY_NAME
+        },
     )

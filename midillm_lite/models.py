@@ -19,7 +19,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .errors import Opt, UserError
+from .layouts import COMPANION_SUFFIX  # a midi-head model's text companion: not a model of its own
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ HOME_ENV = "MIDILLM_HOME"
 DEFAULT_HOME = Path("~/.cache/midillm-lite")
 HUB_CONVERT_QUANT = "q4_k_m"
 GGUF_SUFFIX = ".gguf"
-COMPANION_SUFFIX = ".text.gguf"  # a midi-head model's text companion: not a model of its own
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _QUANT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
@@ -234,7 +234,11 @@ def default_model() -> ModelChoice:
     )
     missing = [e.file for e in entries if e.bundled]
     gone = f"; the bundled {', '.join(missing)} is missing too (a fresh clone has it)" if missing else ""
-    raise UserError(f"no model found in {' or '.join(map(str, _search_dirs()))}{gone}; pass --model FILE.gguf ({how})")
+    raise UserError(
+        f"no model found in {' or '.join(map(str, _search_dirs()))}{gone}; pass ",
+        Opt("model", "FILE.gguf"),
+        f" ({how})",
+    )
 
 
 def find_model(model: str | os.PathLike[str] | None, *, allow_download: bool = True) -> ModelChoice:

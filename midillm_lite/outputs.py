@@ -15,10 +15,10 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from .amt.midi import save_midi
+from .amt.tokens_file import write_tokens
+from .errors import Opt, UserError
 from .fsutil import atomic_write_text
-from .midi import save_midi
-from .tokens_file import write_tokens
 
 DEFAULT_ROOT = Path("midillm-out")
 SLUG_WORDS = 6
@@ -64,7 +64,7 @@ def prepare_output_dir(out: Path, *, force: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder for the outputs")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"{out} is not empty; use --force to write into it or choose another folder")
+        raise UserError(f"{out} is not empty; use ", Opt("force", True), " to write into it or choose another folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -19,19 +19,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import UserError
-from .vocab import (
+from .amt.ops import Range, instrument_of, is_note, is_time, note_range, time_ticks
+from .amt.vocab import (
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     DRUM_INSTRUMENT,
     DUR_OFFSET,
-    MAX_PITCH,
     NOTE_OFFSET,
     REST,
     SEPARATOR,
     TIME_OFFSET,
     TOKENS_PER_NOTE,
 )
+from .errors import UserError
 
 # The reference rejects a sample whose busiest onset carries more than this many notes.
 MAX_SIMULTANEOUS_NOTES = 64
@@ -42,7 +42,6 @@ SLOT_TIME, SLOT_DURATION, SLOT_NOTE = range(TOKENS_PER_NOTE)
 NUCLEUS_FIRST_K = 64
 NUCLEUS_GROWTH = 8
 
-Range = tuple[int, int]  # [start, end) in AMT ids
 FREE_RANGES: tuple[Range, ...] = ((0, SEPARATOR),)
 DURATION_RANGES: tuple[Range, ...] = ((DUR_OFFSET, NOTE_OFFSET),)
 NOTE_RANGES: tuple[Range, ...] = ((NOTE_OFFSET, REST),)
@@ -75,16 +74,6 @@ class SamplingParams:
         return self.temperature <= 0
 
 
-def instrument_of(amt_id: int) -> int:
-    """The AMT instrument (GM program, or DRUM_INSTRUMENT) of an instrument-pitch token."""
-    return (amt_id - NOTE_OFFSET) // MAX_PITCH
-
-
-def note_range(instrument: int) -> Range:
-    start = NOTE_OFFSET + instrument * MAX_PITCH
-    return (start, start + MAX_PITCH)
-
-
 @dataclass
 class NoteState:
     """What one sequence has produced so far, as far as the strict masks need it."""
@@ -100,9 +89,9 @@ class NoteState:
 
     def update(self, amt_id: int) -> None:
         # Classify by token kind, not slot, so free-mode and continuation tokens keep the state honest too.
-        if TIME_OFFSET <= amt_id < DUR_OFFSET:
-            self.last_onset = max(self.last_onset, amt_id - TIME_OFFSET)
-        elif NOTE_OFFSET <= amt_id < REST:
+        if is_time(amt_id):
+            self.last_onset = max(self.last_onset, time_ticks(amt_id))
+        elif is_note(amt_id):
             instrument = instrument_of(amt_id)
             if instrument == DRUM_INSTRUMENT:
                 self.drums = True

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the tiny-model builder's tokenizer and config helpers
+sys.path.insert(0, str(ROOT))  # devkit/ (random-weight checkpoints) lives at the top of the repository
 
 from midillm_lite.convert import QUANT_NAMES  # noqa: E402
-from tinymodel import (  # noqa: E402
+
+from devkit.checkpoints import (  # noqa: E402
     BOS_TEXT,
     EOS_IDS,
     EOT_TEXT,
@@ -38,7 +39,6 @@ from tinymodel import (  # noqa: E402
     model_config,
     to_bf16_bits,
 )
-
 from midillm_lite import vocab  # noqa: E402
 
 REAL_SHAPE = dict(hidden=2048, layers=16, heads=32, kv_heads=8, ffn=8192, head_dim=64, tied=True)

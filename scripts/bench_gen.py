@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the tiny-model builder, for --tiny
+sys.path.insert(0, str(ROOT))  # devkit/ (random-weight checkpoints) lives at the top of the repository
 
 from bench_convert import machine, update_benchmarks, write_random_checkpoint  # noqa: E402
 
@@ -39,7 +39,8 @@ REFERENCE_N = 4  # the reference's default number of outputs
 
 def tiny_model(folder: Path) -> Path:
     from midillm_lite.convert import convert
-    from tinymodel import make_checkpoint
+
+    from devkit.checkpoints import make_checkpoint
 
     out = folder / "tiny-f32.gguf"
     convert(make_checkpoint(folder / "checkpoint"), out, quant="f32", threads=2)

@@ -37,9 +37,10 @@ def open_fds() -> int:
 
 def tiny_model(folder: Path) -> Path:
     """The suite's tiny MIDI-LLM (hidden 64, 2 layers, full vocabulary) converted to F32."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT))  # devkit/
     from midillm_lite.convert import convert
-    from tinymodel import make_checkpoint
+
+    from devkit.checkpoints import make_checkpoint
 
     out = folder / "tiny-f32.gguf"
     convert(make_checkpoint(folder / "checkpoint"), out, quant="f32", threads=2)

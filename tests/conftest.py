@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from midillm_lite.convert import QUANTS, convert
-from tinymodel import make_checkpoint
+
+from devkit.checkpoints import make_checkpoint
 
 # K-quants need rows of 256 values to use real K blocks (llama.cpp falls back per tensor otherwise).
 KQUANT_SHAPE = {"hidden": 256, "ffn": 512, "heads": 4, "kv_heads": 2, "layers": 1}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from midillm_lite import vocab
+from midillm_lite.amt import vocab
 
 pytestmark = pytest.mark.slow
 DECODE_STEPS = 4

@@ -11,11 +11,11 @@ import reference_amt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midillm_lite import gm
-from midillm_lite.codec import Note, decode_tokens, encode_notes, shift_notes
-from midillm_lite.midi import midi_bytes, midi_to_notes, notes_to_midi
-from midillm_lite.transcode import tokens_to_midi
-from midillm_lite.vocab import (
+from midillm_lite.amt import gm
+from midillm_lite.amt.codec import Note, decode_tokens, encode_notes, shift_notes
+from midillm_lite.amt.midi import midi_bytes, midi_to_notes, notes_to_midi
+from midillm_lite.amt.transcode import tokens_to_midi
+from midillm_lite.amt.vocab import (
     ADUR_OFFSET,
     AMT_VOCAB_SIZE,
     ANOTE_OFFSET,

@@ -10,9 +10,9 @@ from pathlib import Path
 import mido
 from clirun import run_cli
 
-from midillm_lite.midi import read_midi
-from midillm_lite.tokens_file import read_tokens
-from midillm_lite.vocab import DUR_OFFSET, NOTE_OFFSET, TEXT_VOCAB_SIZE
+from midillm_lite.amt.midi import read_midi
+from midillm_lite.amt.tokens_file import read_tokens
+from midillm_lite.amt.vocab import DUR_OFFSET, NOTE_OFFSET, TEXT_VOCAB_SIZE
 
 DATA = Path(__file__).parent / "data"
 PIANO_C4 = [0, DUR_OFFSET + 50, NOTE_OFFSET + 60]

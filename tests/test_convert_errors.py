@@ -102,7 +102,7 @@ def test_unknown_quant_lists_the_choices(tiny_checkpoint: Path, tmp_path: Path) 
 def test_existing_output_needs_force(tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.gguf"
     out.write_bytes(b"precious")
-    with pytest.raises(UserError, match="already exists; use --force"):
+    with pytest.raises(UserError, match="already exists; use force=True"):
         convert(tiny_checkpoint, out, quant="f32")
     assert out.read_bytes() == b"precious"
     convert(tiny_checkpoint, out, quant="f32", force=True)

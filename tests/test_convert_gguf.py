@@ -11,7 +11,8 @@ from midillm_lite.convert import QUANT_NAMES
 from midillm_lite.convert.tensors import rope_permute
 from refmodel import load_safetensors
 
-from midillm_lite import __version__, gguf_keys, vocab
+from midillm_lite import __version__, gguf_keys
+from midillm_lite.amt import vocab
 from midillm_lite.modelinfo import read_gguf_metadata, read_model_info
 
 Q = gguf.GGMLQuantizationType
@@ -42,9 +43,9 @@ def read_tensors(path: Path) -> dict[str, tuple[int, np.ndarray]]:
 
 def test_midillm_metadata(tiny_gguf, tiny_checkpoint) -> None:
     fields = read_gguf_metadata(tiny_gguf("q8_0")).fields
-    assert set(gguf_keys.ALL) <= set(fields)
+    assert set(gguf_keys.REQUIRED) <= set(fields)
     assert fields[gguf_keys.TEXT_VOCAB_SIZE] == vocab.TEXT_VOCAB_SIZE
-    assert fields[gguf_keys.AMT_VOCAB_SIZE] == vocab.MIDI_VOCAB_SIZE
+    assert fields[gguf_keys.MIDI_VOCAB_SIZE] == vocab.MIDI_VOCAB_SIZE
     assert fields[gguf_keys.AUTOREGRESS_ID] == vocab.MIDI_AUTOREGRESS_ID
     assert fields[gguf_keys.SYSTEM_PROMPT] == vocab.SYSTEM_PROMPT
     assert fields[gguf_keys.MAX_NEW_TOKENS] == vocab.DEFAULT_MAX_TOKENS
@@ -107,7 +108,7 @@ def test_our_reader_agrees_with_gguf_reader(tiny_gguf) -> None:
         qtype, values = tensors[tensor.name]
         assert tensor.tensor_type == qtype
         np.testing.assert_array_equal(gguf.quants.dequantize(tensor.data, qtype).reshape(values.shape), values)
-    for key in gguf_keys.ALL:
+    for key in gguf_keys.REQUIRED:
         assert reader.fields[key].contents() == pytest.approx(ours.fields[key])
     assert len(reader.fields[gguf.Keys.Tokenizer.LIST].data) == vocab.FULL_VOCAB_SIZE
 

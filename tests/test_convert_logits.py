@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from refmodel import forward
 
-from midillm_lite import vocab
+from midillm_lite.amt import vocab
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from midillm_lite.convert.safetensors import read_header, widen_to_f32
-from tinymodel import to_bf16_bits, write_safetensors
 
+from devkit.checkpoints import to_bf16_bits, write_safetensors
 from midillm_lite.errors import UserError
 
 

@@ -14,9 +14,9 @@ from midillm_lite.convert.safetensors import TensorSlot
 from midillm_lite.convert.source import parse_hparams
 from midillm_lite.convert.tensors import llama3_rope_factors, plan_tensors, rope_permute
 from refmodel import rope_inv_freq
-from tinymodel import ROPE_LLAMA3, ROPE_THETA, model_config
 
-from midillm_lite import vocab
+from devkit.checkpoints import ROPE_LLAMA3, ROPE_THETA, model_config
+from midillm_lite.amt import vocab
 from midillm_lite.errors import UserError
 
 SHAPE = dict(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, head_dim=16)

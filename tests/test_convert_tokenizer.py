@@ -9,9 +9,9 @@ import gguf
 import pytest
 from midillm_lite.convert import amt_token_name
 from midillm_lite.convert.tokenizer import build_vocabulary
-from tinymodel import llama3_tokenizer_json, midi_token_text
 
-from midillm_lite import vocab
+from devkit.checkpoints import llama3_tokenizer_json, midi_token_text
+from midillm_lite.amt import vocab
 from midillm_lite.errors import UserError
 from midillm_lite.modelinfo import read_gguf_metadata
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from demo import captions
 from demo.captions import ENSEMBLES, SOLO, PieceInfo, choose_rendering, tempo_word
 from demo.data import MAX_NOTES, MIN_NOTES, CaptionTokenizer, is_held_out, render_notes, windows
-from midillm_lite import engine, vocab
-from midillm_lite.codec import Note, decode_tokens, encode_notes
+from midillm_lite import engine
+from midillm_lite.amt import vocab
+from midillm_lite.amt.codec import Note, decode_tokens, encode_notes
 
 PIECE = PieceInfo(collection="bach", genre="Baroque chorale", composer="J. S. Bach", title="bwv1.6", key="F major",
                   meter="4/4", bpm=120.0, voices=4)  # fmt: skip

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from clirun import run_cli
 
-from midillm_lite import gm, models, vocab
-from midillm_lite.codec import decode_tokens
+from midillm_lite import models
+from midillm_lite.amt import gm, vocab
+from midillm_lite.amt.codec import decode_tokens
+from midillm_lite.amt.tokens_file import read_tokens
 from midillm_lite.modelinfo import read_model_info
-from midillm_lite.tokens_file import read_tokens
 
 DEMO = models.REPO_MODELS / "midillm-demo-q8_0.gguf"
 MAX_MIB = 32

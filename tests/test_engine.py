@@ -6,10 +6,11 @@ import os
 
 import numpy as np
 import pytest
-from tinymodel import VOCAB_GGUF, llama3_tokenizer_json
 from tokenizers import Tokenizer
 
-from midillm_lite import bench, engine, vocab
+from devkit.checkpoints import VOCAB_GGUF, llama3_tokenizer_json
+from midillm_lite import bench, engine, llamacpp
+from midillm_lite.amt import vocab
 from midillm_lite.errors import UserError
 from midillm_lite.sampling import SLOT_DURATION, SLOT_NOTE, SLOT_TIME, SamplingParams
 
@@ -189,8 +190,8 @@ def test_device_choices(tiny_gguf) -> None:
     if not engine.llama_cpp.llama_supports_gpu_offload():
         with pytest.raises(UserError, match="no GPU support"):
             engine.load_model(tiny_gguf(), device="gpu")
-        assert engine.gpu_layers("auto", None) == 0
-    assert engine.gpu_layers("cpu", None) == 0
+        assert llamacpp.gpu_layers("auto", None) == 0
+    assert llamacpp.gpu_layers("cpu", None) == 0
 
 
 def test_split_cache_generates_the_same_grammar(tiny_gguf, prompt) -> None:
@@ -208,7 +209,7 @@ def test_bench_reports_each_n(tiny_gguf) -> None:
 
 
 def test_physical_cores_is_a_sane_default() -> None:
-    assert 1 <= engine.physical_cores() <= (os.cpu_count() or 1)
+    assert 1 <= llamacpp.physical_cores() <= (os.cpu_count() or 1)
 
 
 def test_closed_model_refuses_work(tiny_gguf) -> None:

@@ -36,7 +36,7 @@ GEN_FAST = ["--threads", "2", "--quiet"]
 CONVERT_WINDOW_S = (0.2, 2.5)
 GEN_WINDOW_S = (0.3, 9.0)
 EXIT_INTERRUPTED = 130
-# Finding F7: a KeyboardInterrupt raised while llama.cpp calls engine._route_llama_log is printed and dropped by ctypes.
+# Finding F7: a KeyboardInterrupt raised while llama.cpp calls llamacpp._route_llama_log is dropped by ctypes.
 SWALLOWED = "Exception ignored on calling ctypes callback function"
 
 

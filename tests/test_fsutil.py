@@ -28,7 +28,7 @@ def test_creates_missing_parent(tmp_path):
 def test_refuses_to_overwrite_without_force(tmp_path):
     target = tmp_path / "a.txt"
     target.write_text("old")
-    with pytest.raises(UserError, match="--force"):
+    with pytest.raises(UserError, match="force=True"):
         fsutil.atomic_write_text(target, "new", force=False)
     assert target.read_text() == "old"
     fsutil.atomic_write_text(target, "new", force=True)

@@ -13,10 +13,11 @@ import mido
 import pytest
 from clirun import run_cli
 
-from midillm_lite.codec import decode_tokens
-from midillm_lite.midi import read_midi
-from midillm_lite.tokens_file import read_tokens
-from midillm_lite.vocab import DUR_OFFSET, NOTE_OFFSET, REST, SEPARATOR, TIME_OFFSET, TOKENS_PER_NOTE
+from devkit.checkpoints import VOCAB_GGUF
+from midillm_lite.amt.codec import decode_tokens
+from midillm_lite.amt.midi import read_midi
+from midillm_lite.amt.tokens_file import read_tokens
+from midillm_lite.amt.vocab import DUR_OFFSET, NOTE_OFFSET, REST, SEPARATOR, TIME_OFFSET, TOKENS_PER_NOTE
 
 DATA = Path(__file__).parent / "data"
 PROMPT = "A cheerful rock song with bright electric guitars"
@@ -165,7 +166,7 @@ def test_bad_models_and_folders(model, tmp_path, capsys):
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
     cases = [
-        (["-m", str(DATA / "ggml-vocab-llama-bpe.gguf")], "is not a MIDI-LLM GGUF"),
+        (["-m", str(VOCAB_GGUF)], "is not a MIDI-LLM GGUF"),
         (["-m", str(truncated)], "truncated or corrupt"),
         (["-m", str(tmp_path / "none.gguf")], "no such model file"),
         (["-m", "../../etc/passwd-model"], "no such model file"),

@@ -12,12 +12,14 @@ from clirun import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midillm_lite import gguf_keys, vocab
+from devkit.checkpoints import VOCAB_GGUF
+from midillm_lite import gguf_keys
+from midillm_lite.amt import vocab
 from midillm_lite.errors import UserError
 from midillm_lite.layouts import LAYOUT_STANDARD
 from midillm_lite.modelinfo import read_gguf_metadata, read_model_info
 
-PLAIN_LLAMA = Path(__file__).parent / "data" / "ggml-vocab-llama-bpe.gguf"
+PLAIN_LLAMA = VOCAB_GGUF
 
 
 def small_gguf(path: Path, *, arch: str = "llama", n_tokens: int = 3, midillm: bool = True) -> Path:
@@ -25,16 +27,16 @@ def small_gguf(path: Path, *, arch: str = "llama", n_tokens: int = 3, midillm: b
     writer = gguf.GGUFWriter(path, arch)
     writer.add_token_list([f"t{i}" for i in range(n_tokens)])
     if midillm:
-        for key in gguf_keys.ALL:
-            if key in (gguf_keys.TEMPERATURE, gguf_keys.TOP_P):
-                writer.add_float32(key, 1.0)
-            elif key in (gguf_keys.SYSTEM_PROMPT, gguf_keys.SOURCE_REPO, gguf_keys.SOURCE_REVISION,
-                         gguf_keys.CONVERTER_VERSION):  # fmt: skip
-                writer.add_string(key, "x")
-            elif key != gguf_keys.LAYOUT:
-                writer.add_uint32(key, 1)
+        placeholder = {gguf.GGUFValueType.STRING: "x", gguf.GGUFValueType.FLOAT32: 1.0, gguf.GGUFValueType.UINT32: 1}
+        for key in gguf_keys.KEYS:
+            if key.required and key.name not in (
+                gguf_keys.TEXT_VOCAB_SIZE,
+                gguf_keys.MIDI_VOCAB_SIZE,
+                gguf_keys.LAYOUT,
+            ):
+                writer.add_key_value(key.name, placeholder[key.type], key.type)
         writer.add_uint32(gguf_keys.TEXT_VOCAB_SIZE, vocab.TEXT_VOCAB_SIZE)
-        writer.add_uint32(gguf_keys.AMT_VOCAB_SIZE, vocab.MIDI_VOCAB_SIZE)
+        writer.add_uint32(gguf_keys.MIDI_VOCAB_SIZE, vocab.MIDI_VOCAB_SIZE)
         writer.add_string(gguf_keys.LAYOUT, LAYOUT_STANDARD)
     writer.add_tensor("w", np.arange(8, dtype=np.float32))
     writer.write_header_to_file()

@@ -10,7 +10,8 @@ import pytest
 from clirun import run_cli
 from midillm_lite.convert import convert
 
-from midillm_lite import engine, vocab
+from midillm_lite import engine
+from midillm_lite.amt import vocab
 from midillm_lite.errors import UserError
 from midillm_lite.layouts import LAYOUT_MIDI_HEAD, companion_path
 from midillm_lite.modelinfo import read_gguf_metadata, read_model_info

@@ -12,9 +12,9 @@ import reference_amt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from midillm_lite.codec import Note, decode_tokens, encode_notes
+from midillm_lite.amt.codec import Note, decode_tokens, encode_notes
+from midillm_lite.amt.midi import midi_bytes, midi_to_notes, notes_to_midi, parse_midi_bytes, read_midi
 from midillm_lite.errors import UserError
-from midillm_lite.midi import midi_bytes, midi_to_notes, notes_to_midi, parse_midi_bytes, read_midi
 
 DATA = Path(__file__).parent / "data"
 SHARED = Path(__file__).parents[2] / "shared" / "data"

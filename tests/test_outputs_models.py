@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from midillm_lite import models
-from midillm_lite.codec import Note
-from midillm_lite.continuation import _last_window, prepare_continuation
+from midillm_lite.amt.codec import Note
+from midillm_lite.amt.continuation import _last_window, prepare_continuation
+from midillm_lite.amt.vocab import DUR_OFFSET, NOTE_OFFSET
 from midillm_lite.errors import UserError
 from midillm_lite.outputs import new_output_dir, prepare_output_dir, slug
-from midillm_lite.vocab import DUR_OFFSET, NOTE_OFFSET
 
 DATA = Path(__file__).parent / "data"
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from midillm_lite.amt.tokens_file import format_tokens, parse_tokens, read_tokens, write_tokens
 from midillm_lite.errors import UserError
-from midillm_lite.tokens_file import format_tokens, parse_tokens, read_tokens, write_tokens
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from midillm_lite import vocab
+from midillm_lite.amt import vocab
 
 
 @pytest.mark.parametrize(
@@ -50,6 +50,6 @@ def test_system_prompt_ends_with_the_space_before_the_description():
 
 def test_module_prints_its_table():
     out = subprocess.run(
-        [sys.executable, "-m", "midillm_lite.vocab"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "midillm_lite.amt.vocab"], capture_output=True, text=True, check=True
     ).stdout
     assert "autoregress" in out and "55026" in out and "183282" in out

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import typer
 
 from .. import __version__
-from ..errors import UserError
+from ..errors import EXIT_INTERRUPTED, Opt, UserError
 
 app = typer.Typer(
     name="midillm-lite",
@@ -23,8 +23,17 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not the user's doing
+
+
+# Library keywords whose flag is not simply `--` + the name with dashes.
+_FLAGS = {"n": "--n-outputs", "from_seconds": "--from", "continuation": "--continue"}
+
+
+def flag(option: Opt) -> str:
+    """How the CLI spells a library keyword named in an error: `--max-tokens`, `--device cpu`, `--force`."""
+    name = _FLAGS.get(option.name, "--" + option.name.replace("_", "-"))
+    return name if option.value is None or option.value is True else f"{name} {option.value}"
 
 
 def _version(value: bool) -> None:
@@ -92,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(result, int) and result:
             sys.exit(result)
     except UserError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {exc.render(flag)}", err=True)
         sys.exit(exc.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)

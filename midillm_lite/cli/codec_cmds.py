@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from ..tokens_file import STDIO
-from ..transcode import decode_file, encode_file
+from ..amt import vocab
+from ..amt.tokens_file import STDIO
+from ..amt.transcode import decode_file, encode_file
 from . import app
 
 ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT if it exists.")]
@@ -23,7 +24,8 @@ def decode_command(
         typer.Argument(
             metavar="TOKENS",
             help="Text file of token ids (one per line or whitespace-separated; `-` reads stdin). "
-            "AMT ids 0..55029, or full-vocabulary ids >= 128256 as the model emits them.",
+            f"AMT ids 0..{vocab.MIDI_VOCAB_SIZE - 1}, or full-vocabulary ids >= {vocab.TEXT_VOCAB_SIZE} as the model "
+            "emits them.",
         ),
     ],
     out: Annotated[
@@ -52,11 +54,19 @@ def encode_command(
         typer.Option("--out", "-o", help="Token file to write (`-`: stdout).", show_default="MIDI with _tokens.txt"),
     ] = None,
     full_ids: Annotated[
-        bool, typer.Option("--full-ids", help="Write MIDI-LLM vocabulary ids (AMT id + 128256) instead of AMT ids.")
+        bool,
+        typer.Option(
+            "--full-ids",
+            help=f"Write MIDI-LLM vocabulary ids (AMT id + {vocab.TEXT_VOCAB_SIZE}) instead of AMT ids.",
+        ),
     ] = False,
     start: Annotated[
         float,
-        typer.Option("--start", min=0.0, help="Encode from this many seconds on (AMT times reach 100 s)."),
+        typer.Option(
+            "--start",
+            min=0.0,
+            help=f"Encode from this many seconds on (AMT times reach {vocab.MAX_TIME_SECONDS} s).",
+        ),
     ] = 0.0,
     force: ForceOption = False,
     as_json: JsonOption = False,

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import UserError
+from ..amt import vocab
+from ..bench import DEFAULT_NS, DEFAULT_STEPS, MIN_STEPS
+from ..errors import EXIT_INTERRUPTED, UserError
+from ..llamacpp import DEVICES
 from ..outputs import DEFAULT_ROOT, new_output_dir, prepare_output_dir, write_output, write_prompt, write_stats
 from . import app
 from .progress import Progress
@@ -18,14 +21,11 @@ from .progress import Progress
 if TYPE_CHECKING:
     from ..models import ModelChoice
 
-EXIT_INTERRUPTED = 130
 DEMO_NOTE = "demo model bundled with midillm-lite; run `midillm-lite models` to get MIDI-LLM"
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    gpu = "gpu"
+Device = Enum("Device", {name: name for name in DEVICES}, type=str)  # typer shows the choices
+AUTO_DEVICE = Device("auto")
 
 
 @app.command("gen")
@@ -51,16 +51,26 @@ def gen_command(
         ),
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature; 0 or less is greedy.", show_default="model's, 1.0")
+        float | None,
+        typer.Option(
+            help="Sampling temperature; 0 or less is greedy.", show_default=f"model's, {vocab.DEFAULT_TEMPERATURE}"
+        ),
     ] = None,
     top_p: Annotated[
-        float | None, typer.Option("--top-p", help="Nucleus sampling mass in (0, 1].", show_default="model's, 0.98")
+        float | None,
+        typer.Option(
+            "--top-p", help="Nucleus sampling mass in (0, 1].", show_default=f"model's, {vocab.DEFAULT_TOP_P}"
+        ),
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Keep only the k likeliest tokens (0: off).")] = 0,
     seed: Annotated[int | None, typer.Option(help="Random seed; recorded in the stats.", show_default="random")] = None,
     max_tokens: Annotated[
         int | None,
-        typer.Option("--max-tokens", help="New tokens per output (3 per note).", show_default="model's, 2046"),
+        typer.Option(
+            "--max-tokens",
+            help=f"New tokens per output ({vocab.TOKENS_PER_NOTE} per note).",
+            show_default=f"model's, {vocab.DEFAULT_MAX_TOKENS}",
+        ),
     ] = None,
     seconds: Annotated[float | None, typer.Option(help="Stop an output once its music reaches this length.")] = None,
     prompts_file: Annotated[
@@ -69,7 +79,7 @@ def gen_command(
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Prompt loop; the model loads once.")
     ] = False,
-    device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = Device.auto,
+    device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = AUTO_DEVICE,
     gpu_layers: Annotated[
         int | None, typer.Option("--gpu-layers", help="Layers to offload (-1: all).", show_default="all on a GPU")
     ] = None,
@@ -88,7 +98,7 @@ def gen_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; errors only.")] = False,
 ) -> None:
     """Generate MIDI files from a text description (several outputs at once, offline)."""
-    from ..continuation import prepare_continuation
+    from ..amt.continuation import prepare_continuation
     from ..generate import Generator
 
     prompts = _prompts(prompt, prompts_file, interactive)
@@ -184,13 +194,15 @@ def _ask() -> Iterator[str]:
 @app.command("bench")
 def bench_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="GGUF file, registry name or hub repo id.")] = None,
-    ns: Annotated[str, typer.Option("--n", help="Comma-separated numbers of parallel outputs.")] = "1,2,4,8",
-    steps: Annotated[int, typer.Option(min=4, help="Tokens generated per output for each n.")] = 96,
+    ns: Annotated[str, typer.Option("--n", help="Comma-separated numbers of parallel outputs.")] = ",".join(
+        map(str, DEFAULT_NS)
+    ),
+    steps: Annotated[int, typer.Option(min=MIN_STEPS, help="Tokens generated per output for each n.")] = DEFAULT_STEPS,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.", show_default="physical cores")] = None,
-    device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = Device.auto,
+    device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = AUTO_DEVICE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
-    """Measure prompt and generation throughput for n = 1, 2, 4, 8 outputs decoded together."""
+    """Measure prompt and generation throughput for several numbers of outputs decoded together."""
     from ..bench import format_table, run_bench
     from ..models import find_model
 

@@ -9,10 +9,10 @@ from fuzzing import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midillm_lite import vocab
-from midillm_lite.codec import decode_tokens
-from midillm_lite.midi import midi_bytes
-from midillm_lite.transcode import tokens_to_midi
+from midillm_lite.amt import vocab
+from midillm_lite.amt.codec import decode_tokens
+from midillm_lite.amt.midi import midi_bytes
+from midillm_lite.amt.transcode import tokens_to_midi
 
 # Ids at and around every block boundary of the AMT layout, in AMT and in full-vocabulary numbering.
 _EDGES = [

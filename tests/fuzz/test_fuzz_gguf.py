@@ -19,7 +19,8 @@ from fuzzing import fuzz_settings, time_limit
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midillm_lite import gguf_keys, vocab
+from midillm_lite import gguf_keys
+from midillm_lite.amt import vocab
 from midillm_lite.errors import UserError
 from midillm_lite.modelinfo import ModelInfo, read_gguf_metadata, read_model_info
 
@@ -153,20 +154,15 @@ def test_truncated_real_gguf(models, real_copy, cut) -> None:
 
 # --- well-formed files whose keys hold the wrong types ----------------------------------------------------------
 
-# What read_model_info's ModelInfo promises for each midillm.* key (the converter writes these types).
-KEY_TYPES = {
-    gguf_keys.TEXT_VOCAB_SIZE: int, gguf_keys.AMT_VOCAB_SIZE: int, gguf_keys.AUTOREGRESS_ID: int,
-    gguf_keys.SYSTEM_PROMPT: str, gguf_keys.TEMPERATURE: float, gguf_keys.TOP_P: float,
-    gguf_keys.MAX_NEW_TOKENS: int, gguf_keys.TRAIN_CONTEXT_LENGTH: int, gguf_keys.SOURCE_REPO: str,
-    gguf_keys.SOURCE_REVISION: str, gguf_keys.CONVERTER_VERSION: str, gguf_keys.LAYOUT: str,
-}  # fmt: skip
+# What read_model_info's ModelInfo promises for each required midillm.* key: the type the converter writes.
+_PYTHON = {gguf.GGUFValueType.STRING: str, gguf.GGUFValueType.FLOAT32: float, gguf.GGUFValueType.UINT32: int}
+KEY_TYPES = {key.name: _PYTHON[key.type] for key in gguf_keys.KEYS if key.required}
 GOOD_VALUES = {
-    gguf_keys.TEXT_VOCAB_SIZE: vocab.TEXT_VOCAB_SIZE, gguf_keys.AMT_VOCAB_SIZE: vocab.MIDI_VOCAB_SIZE,
-    gguf_keys.AUTOREGRESS_ID: vocab.MIDI_AUTOREGRESS_ID, gguf_keys.SYSTEM_PROMPT: vocab.SYSTEM_PROMPT,
-    gguf_keys.TEMPERATURE: 1.0, gguf_keys.TOP_P: 0.98, gguf_keys.MAX_NEW_TOKENS: 2046,
-    gguf_keys.TRAIN_CONTEXT_LENGTH: 2048, gguf_keys.SOURCE_REPO: "r", gguf_keys.SOURCE_REVISION: "v",
-    gguf_keys.CONVERTER_VERSION: "0", gguf_keys.LAYOUT: "standard",
-}  # fmt: skip
+    name: value
+    for name, value, _ in gguf_keys.converter_values(
+        gguf_keys.Provenance(repo="r", revision="v", converter_version="0")
+    )
+}
 WRONG = st.one_of(st.just("x"), st.just(2.5), st.just(7), st.just(True), st.just([1, 2]), st.just(["a"]))
 
 
@@ -194,7 +190,7 @@ def _typed_gguf(path: Path, overrides: dict) -> Path:
 
 def _well_typed(info: ModelInfo) -> bool:
     values = {
-        gguf_keys.TEXT_VOCAB_SIZE: info.text_vocab_size, gguf_keys.AMT_VOCAB_SIZE: info.amt_vocab_size,
+        gguf_keys.TEXT_VOCAB_SIZE: info.text_vocab_size, gguf_keys.MIDI_VOCAB_SIZE: info.amt_vocab_size,
         gguf_keys.AUTOREGRESS_ID: info.autoregress_token_id, gguf_keys.SYSTEM_PROMPT: info.system_prompt,
         gguf_keys.TEMPERATURE: info.temperature, gguf_keys.TOP_P: info.top_p,
         gguf_keys.MAX_NEW_TOKENS: info.max_new_tokens, gguf_keys.TRAIN_CONTEXT_LENGTH: info.train_context_length,
@@ -219,7 +215,7 @@ def test_wrongly_typed_keys(tmp_path_factory, overrides) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [(gguf_keys.TEXT_VOCAB_SIZE, "x"), (gguf_keys.AMT_VOCAB_SIZE, [1, 2]), (gguf_keys.TEMPERATURE, "x"),
+    [(gguf_keys.TEXT_VOCAB_SIZE, "x"), (gguf_keys.MIDI_VOCAB_SIZE, [1, 2]), (gguf_keys.TEMPERATURE, "x"),
      (gguf_keys.TOP_P, [1, 2])],
 )  # fmt: skip
 def test_wrongly_typed_key_is_a_user_error(tmp_path, key, value) -> None:

@@ -10,8 +10,8 @@ from fuzzing import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
+from midillm_lite.amt.midi import MidiRead, read_midi
 from midillm_lite.errors import UserError
-from midillm_lite.midi import MidiRead, read_midi
 
 DATA = Path(__file__).parents[1] / "data"
 SEEDS = sorted(DATA.glob("*.mid"))

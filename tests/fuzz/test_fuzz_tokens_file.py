@@ -7,8 +7,8 @@ from fuzzing import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
+from midillm_lite.amt.tokens_file import format_tokens, parse_tokens
 from midillm_lite.errors import UserError
-from midillm_lite.tokens_file import format_tokens, parse_tokens
 
 PIECES = st.one_of(
     st.integers(-(10**35), 10**35).map(str),

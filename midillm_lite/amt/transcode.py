@@ -10,9 +10,9 @@ from pathlib import Path
 
 import mido
 
+from ..fsutil import check_writable_target
 from . import gm
 from .codec import REPAIRS, Decoded, Note, decode_tokens, encode_notes, length_seconds, shift_notes
-from .fsutil import check_writable_target
 from .midi import notes_to_midi, read_midi, save_midi
 from .tokens_file import STDIO, read_tokens, write_tokens
 from .vocab import TIME_RESOLUTION, to_full

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import mido
 
+from ..errors import UserError
+from ..fsutil import atomic_write_bytes
 from . import gm
 from .codec import Note
-from .errors import UserError
-from .fsutil import atomic_write_bytes
 from .vocab import DRUM_INSTRUMENT, TIME_RESOLUTION
 
 DEFAULT_VELOCITY = 72  # AMT does not model velocity; its decoder writes this one

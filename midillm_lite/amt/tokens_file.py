@@ -13,8 +13,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import UserError
-from .fsutil import atomic_write_text
+from ..errors import UserError
+from ..fsutil import atomic_write_text
 
 MAX_DIGITS = 30  # far beyond any vocabulary id; longer digit runs are typos, and int() refuses > 4300 anyway
 _INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)

@@ -1,7 +1,7 @@
 """Tiny random-weight MIDI-LLM checkpoints in Hugging Face layout, written with numpy (no torch, no network).
 
 The tokenizer is the real Llama-3 byte-level BPE, derived from llama.cpp's
-`tests/data/ggml-vocab-llama-bpe.gguf` into Hugging Face's tokenizer.json
+`devkit/data/ggml-vocab-llama-bpe.gguf` into Hugging Face's tokenizer.json
 format, optionally with the 55,030 MIDI tokens listed as added tokens. The
 model keeps the full 183,286-token vocabulary; only its width and depth shrink.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from midillm_lite import vocab
+from midillm_lite.amt import vocab
 from midillm_lite.modelinfo import read_gguf_metadata
 
 DATA = Path(__file__).parent / "data"

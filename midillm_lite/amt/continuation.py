@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import Opt, UserError
 from .codec import Note, encode_notes, shift_notes
-from .errors import UserError
 from .midi import read_midi
 from .vocab import MAX_TIME, TIME_RESOLUTION, TOKENS_PER_NOTE
 
@@ -50,7 +50,7 @@ def prepare_continuation(
 ) -> Continuation:
     """Read `path`, cut it at `from_seconds` (default: its end) and pick the window the model sees."""
     if from_seconds is not None and from_seconds < 0:
-        raise UserError(f"--from must not be negative, not {from_seconds}")
+        raise UserError(Opt("from_seconds"), f" must not be negative, not {from_seconds}")
     notes = read_midi(path).notes
     if from_seconds is not None:
         cut = round(from_seconds * TIME_RESOLUTION)

@@ -25,16 +25,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from . import ops
 from .vocab import (
     ANTICIPATE,
     AUTOREGRESS,
-    CONTROL_END,
-    CONTROL_OFFSET,
     DUR_OFFSET,
     MAX_DUR,
-    MAX_PITCH,
     MAX_TIME,
-    NOTE_OFFSET,
     REST,
     SEPARATOR,
     TIME_OFFSET,
@@ -88,14 +85,13 @@ class Decoded:
 
 def classify(amt_id: int) -> tuple[int, int]:
     """(kind, value) of an AMT id; control tokens fold onto the event block they mirror."""
-    if CONTROL_OFFSET <= amt_id < CONTROL_END:
-        amt_id -= CONTROL_OFFSET
-    if 0 <= amt_id < DUR_OFFSET:
-        return _TIME, amt_id - TIME_OFFSET
-    if DUR_OFFSET <= amt_id < NOTE_OFFSET:
-        return _DUR, amt_id - DUR_OFFSET
-    if NOTE_OFFSET <= amt_id < REST:
-        return _NOTE, amt_id - NOTE_OFFSET
+    amt_id = ops.as_event(amt_id)
+    if ops.is_time(amt_id):
+        return _TIME, ops.time_ticks(amt_id)
+    if ops.is_duration(amt_id):
+        return _DUR, ops.duration_ticks(amt_id)
+    if ops.is_note(amt_id):
+        return _NOTE, amt_id
     if amt_id == REST:
         return _REST, 0
     if amt_id == SEPARATOR:
@@ -159,7 +155,7 @@ class _Reader:
         if kind == _REST:
             self.out.rests += 1  # REST triplets are padding: no note, no effect on segment ends
             return
-        instrument, pitch = divmod(note, MAX_PITCH)
+        instrument, pitch = ops.instrument_pitch(note)
         self.out.notes.append(Note(self.offset + time, duration, instrument, pitch))
         self.segment_end = max(self.segment_end, time + duration)
 
@@ -209,7 +205,7 @@ def encode_notes(notes: Sequence[Note]) -> Encoded:
         out.tokens += [
             TIME_OFFSET + note.onset,
             DUR_OFFSET + duration,
-            NOTE_OFFSET + MAX_PITCH * note.instrument + note.pitch,
+            ops.note_token(note.instrument, note.pitch),
         ]
     return out
 

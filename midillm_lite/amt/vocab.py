@@ -3,7 +3,7 @@
 The layout follows the Anticipatory Music Transformer (Thickstun et al.): each
 note is a triplet (arrival time, duration, instrument-pitch), times in 10 ms
 ticks. Offsets are chained, each computed from the one before, so that a change
-to one block moves the rest with it. `python -m midillm_lite.vocab` prints the
+to one block moves the rest with it. `python -m midillm_lite.amt.vocab` prints the
 table.
 """
 
