@@ -99,7 +99,7 @@ def info_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
 ) -> None:
     """Describe a MIDI-LLM GGUF: its midillm.* keys, quantization, tensors and size (fails on other GGUFs)."""
-    from ..engine import backend_description  # loads llama.cpp: only here, not for every verb
+    from ..llamacpp import backend_description  # loads llama.cpp: only here, not for every verb
 
     info = read_model_info(model)
     backend = backend_description()
