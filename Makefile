@@ -2,18 +2,18 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-LLAMA_CPP_VERSION := 0.3.36
 STAMP := $(VENV)/.midillm-installed
 
 .PHONY: install test lint bench bench-convert bench-layout fuzz clean demo demo-data demo-model
 
 install: $(STAMP)
 
-# The stamp depends on what shapes the environment, so editing either re-installs.
-$(STAMP): pyproject.toml scripts/install-llama.sh
+# The stamp depends on what shapes the environment, so editing any of them re-installs. The llama-cpp-python
+# version is pyproject.toml's pin, which the script reads (one source).
+$(STAMP): pyproject.toml scripts/install-llama.sh scripts/llama-runtime-only.cmake
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	scripts/install-llama.sh $(PY) $(LLAMA_CPP_VERSION)
+	scripts/install-llama.sh $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 

@@ -1,8 +1,12 @@
 """Which GGUF `--model` means (a path, a registry name, or a hub repo id converted on first use), the default, the list.
 
-The registry (`models/registry.json`) lists known models best first: MIDI-LLM
-conversions, then the small demo model bundled with the repository. Models live
-in the repository's `models/` folder or in the user model folder
+The registry (`registry.json`) lists known models best first: MIDI-LLM
+conversions, then the small demo model bundled with midillm-lite. The registry
+and the demo ship in the repository's top-level `models/` folder, which a wheel
+or sdist installs as `midillm_lite/bundled/` (pyproject.toml); `REPO_MODELS` is
+whichever of the two this copy of the package has, so a checkout (and
+`pip install -e`) and an installed wheel (`pip install .`, pipx, uv) both find
+them. Models live in that folder or in the user model folder
 (`$MIDILLM_HOME/models`, default `~/.cache/midillm-lite/models`). Names are
 looked up, never joined into paths, so `--model ../../x` cannot escape. Nothing
 here touches the network except `_convert_from_hub`, which only `gen --model`
@@ -24,7 +28,19 @@ from .layouts import COMPANION_SUFFIX  # a midi-head model's text companion: not
 
 log = logging.getLogger(__name__)
 
-REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+CHECKOUT_MODELS_DIR = "models"  # the repository's top-level folder
+BUNDLED_PACKAGE_DIR = "bundled"  # the same folder in an installed package: `midillm_lite.bundled` (pyproject.toml)
+
+
+def bundled_models_dir() -> Path:
+    """Where the registry and the demo model are: inside the installed package, else in this checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / BUNDLED_PACKAGE_DIR
+    return installed if installed.is_dir() else package.parent / CHECKOUT_MODELS_DIR
+
+
+# The name says "repo" for history; tests patch REPO_MODELS and REGISTRY to point elsewhere.
+REPO_MODELS = bundled_models_dir()
 REGISTRY = REPO_MODELS / "registry.json"
 HOME_ENV = "MIDILLM_HOME"
 DEFAULT_HOME = Path("~/.cache/midillm-lite")
@@ -233,7 +249,7 @@ def default_model() -> ModelChoice:
         else "`midillm-lite convert` makes one"
     )
     missing = [e.file for e in entries if e.bundled]
-    gone = f"; the bundled {', '.join(missing)} is missing too (a fresh clone has it)" if missing else ""
+    gone = f"; the bundled {', '.join(missing)} is missing too (a fresh clone or install has it)" if missing else ""
     raise UserError(
         f"no model found in {' or '.join(map(str, _search_dirs()))}{gone}; pass ",
         Opt("model", "FILE.gguf"),

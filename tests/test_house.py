@@ -15,9 +15,8 @@ import typer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from midillm_lite import gguf_keys
+from midillm_lite import cli, gguf_keys
 from midillm_lite.amt import ops, vocab
-from midillm_lite import cli
 from midillm_lite.cli import app, flag
 from midillm_lite.errors import Opt, UserError
 
