@@ -137,7 +137,8 @@ def test_llama_cpp_loads_with_a_passive_wait_policy_unless_the_user_chose(tmp_pa
         monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     else:
         monkeypatch.setenv("OMP_WAIT_POLICY", users)
-    assert llamacpp._import_llama_cpp().POLICY_AT_LOAD == seen
+    loaded = llamacpp._import_llama_cpp()
+    assert loaded.POLICY_AT_LOAD == seen
     assert llamacpp.os.environ.get("OMP_WAIT_POLICY") == users  # children inherit nothing new
 
 
