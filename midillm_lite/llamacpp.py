@@ -38,7 +38,7 @@ VERBOSE = Opt("verbose", True, python="DEBUG logging for 'midillm_lite.llama'")
 _GGML_ERROR = 4
 # llama.cpp's CPU backend runs its threads under OpenMP (libgomp), which reads OMP_WAIT_POLICY once, when it loads.
 # Its default spins a waiting thread at each of the hundreds of barriers in a decode; on a busy machine the spinning
-# thread burns the time slice the thread it waits for needs, and generation collapses (50x and worse; BENCHMARKS.md,
+# thread burns the time slice the thread it waits for needs, and generation collapses (17-50x slower; BENCHMARKS.md,
 # "Threads"). PASSIVE makes a waiting thread sleep instead; a user's own setting wins.
 OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
 WAIT_POLICY_DEFAULT = "PASSIVE"
