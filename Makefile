@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.midillm-installed
 
-.PHONY: install test lint bench bench-convert bench-layout fuzz clean demo demo-data demo-model
+.PHONY: install test lint bench bench-convert bench-layout bench-threads fuzz clean demo demo-data demo-model
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ $(REF_STAMP):
 # transformers path on the same weights; updates BENCHMARKS.md.
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) scripts/bench_gen.py --full --write --steps 256 --reference-python $(REF_VENV)/bin/python
+
+# Generation tok/s for 1, cores-1 and cores threads, quiet and beside busy-loop processes (one per half the cores,
+# one per core), with libgomp's spinning wait policy and the passive one midillm-lite uses; demo and full-size
+# Q4_K_M (built once by bench_gen.py's cache); updates BENCHMARKS.md ("Threads").
+bench-threads: $(STAMP)
+	$(PY) scripts/bench_threads.py --write
 
 # --- the bundled demo model (issue 5) -----------------------------------------------------------------------
 # `make demo`: the main job on a fresh clone: generate from the bundled demo model into ./midillm-out/.

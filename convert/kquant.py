@@ -29,7 +29,7 @@ def llama_quantize(
 
     A type override equal to the tensor's type in `source` makes llama.cpp copy it unchanged.
     """
-    import llama_cpp
+    from midillm_lite.llamacpp import llama_cpp
 
     assert spec.llama_ftype_name is not None
     init_backend()  # llama.cpp's log lines (one per tensor) go to debug logging

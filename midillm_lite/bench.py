@@ -30,6 +30,7 @@ class BenchRow:
     gen_s: float  # wall time of the generation steps
     decode_s: float  # of which inside llama_decode
     sample_s: float  # of which masking and sampling
+    decode_cpu_s: float = 0.0  # process CPU time during the decodes (all llama.cpp threads)
 
     @property
     def prompt_tps(self) -> float:
@@ -92,6 +93,7 @@ def bench_one(model: engine.Model, prompt: list[int], n: int, steps: int, params
         gen_s=t.steps_s,
         decode_s=t.decode_s,
         sample_s=t.sample_s,
+        decode_cpu_s=t.decode_cpu_s,
     )
 
 

@@ -14,11 +14,10 @@ import os
 from pathlib import Path
 
 import gguf
-import llama_cpp
 import numpy as np
 
 from .errors import UserError
-from .llamacpp import VERBOSE, ggml_to_float
+from .llamacpp import VERBOSE, ggml_to_float, llama_cpp
 from .modelinfo import read_gguf_metadata
 
 EMBEDDING_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"

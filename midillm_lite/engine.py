@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import llama_cpp
 import numpy as np
 
 from . import sampling
@@ -29,7 +28,7 @@ from .amt import vocab
 from .companion import TextCompanion
 from .errors import Opt, UserError
 from .layouts import LAYOUT_MIDI_HEAD
-from .llamacpp import VERBOSE, gpu_layers, init_backend, physical_cores, signals_held
+from .llamacpp import VERBOSE, default_threads, gpu_layers, init_backend, llama_cpp, signals_held
 from .modelinfo import ModelInfo, read_model_info
 from .sampling import NoteState, SamplingParams
 
@@ -42,6 +41,10 @@ MIN_UBATCH = 512  # llama.cpp's default micro-batch
 FLOAT_BYTES = ctypes.sizeof(ctypes.c_float)
 _MidiRow = ctypes.c_float * vocab.MIDI_VOCAB_SIZE
 
+# Below this share of its threads' time on a CPU during the decodes, other programs held the cores: every barrier in
+# a decode waits for the slowest thread, so tokens/s falls far below the machine's (BENCHMARKS.md, "Threads").
+CONTENDED_CPU_SHARE = 0.5
+MIN_JUDGED_DECODE_S = 1.0  # shorter generations are too few decodes to judge
 # (seq index, tokens generated so far, its note state) -> True to finish that sequence.
 StopPredicate = Callable[[int, list[int], NoteState], bool]
 
@@ -149,7 +152,7 @@ def load_model(
     """
     info = read_model_info(path)
     layers = gpu_layers(device, n_gpu_layers)
-    threads = n_threads or physical_cores()
+    threads = n_threads or default_threads()
     if threads < 1:
         raise UserError(f"threads must be at least 1, not {threads}")
     if n_ctx is not None and n_ctx < 1:
@@ -308,6 +311,7 @@ class Timings:
     prompt_tokens: int = 0
     prompt_s: float = 0.0
     decode_s: float = 0.0  # inside llama_decode, generation steps only
+    decode_cpu_s: float = 0.0  # CPU time of the whole process (all llama.cpp threads) during those decodes
     sample_s: float = 0.0  # masks + sampling + state updates
     steps_s: float = 0.0  # wall time of the generation steps, everything included
     steps: int = 0
@@ -317,6 +321,17 @@ class Timings:
     def overhead_fraction(self) -> float:
         """Share of step time spent outside llama_decode (sampling and Python)."""
         return 1.0 - self.decode_s / self.steps_s if self.steps_s > 0 else 0.0
+
+    def cpu_share(self, threads: int) -> float | None:
+        """CPU time the process got during the decodes / (their wall time x threads); None if too short to judge."""
+        if self.decode_s < MIN_JUDGED_DECODE_S or threads < 1:
+            return None
+        return self.decode_cpu_s / (self.decode_s * threads)
+
+
+def cpu_contended(share: float | None) -> bool:
+    """True when llama.cpp's threads got so little CPU that other programs must have been using it."""
+    return share is not None and share < CONTENDED_CPU_SHARE
 
 
 @dataclass
@@ -375,8 +390,10 @@ class Generation:
             step_start = time.perf_counter()
             decode_s = 0.0
             if step > 0:
+                cpu_start = time.process_time()
                 ctx.decode([(model.token_id(self.tokens[s][-1]), len(prompt) + step - 1, s, True) for s in live])
                 decode_s = time.perf_counter() - step_start
+                t.decode_cpu_s += time.process_time() - cpu_start
                 rows = [ctx.midi_logits(i) for i in range(len(live))]
             sample_start = time.perf_counter()
             picked = [self._advance(s, row, states[s], rngs[s]) for s, row in zip(live, rows, strict=True)]

@@ -26,7 +26,7 @@ from .amt.continuation import Continuation
 from .amt.ops import is_time, time_seconds, time_ticks
 from .amt.transcode import MusicSummary, decoded_to_midi
 from .amt.vocab import TIME_RESOLUTION, TOKENS_PER_NOTE
-from .engine import Generation, Model, StepEvent, Timings, build_prompt, generate_tokens, load_model
+from .engine import Generation, Model, StepEvent, Timings, build_prompt, cpu_contended, generate_tokens, load_model
 from .errors import Opt, UserError
 from .fsutil import sha256_file
 from .modelinfo import ModelInfo
@@ -78,6 +78,16 @@ class GenerationResult:
     model_sha256: str = ""
     model_name: str = ""
 
+    @property
+    def cpu_share(self) -> float | None:
+        """Share of its threads' time llama.cpp got on a CPU while decoding (None on a GPU or for short runs)."""
+        return None if self.gpu_layers else self.timings.cpu_share(self.threads)
+
+    @property
+    def cpu_contended(self) -> bool:
+        """Other programs held the CPU: tokens/s is far below what this machine can do."""
+        return cpu_contended(self.cpu_share)
+
     def stats(self) -> dict[str, Any]:
         """generation_stats.json: everything needed to reproduce and judge the run."""
         t = self.timings
@@ -102,6 +112,7 @@ class GenerationResult:
             },
             "threads": self.threads,
             "gpu_layers": self.gpu_layers,
+            "cpu_contended": self.cpu_contended,
             "continuation": None
             if self.continuation is None
             else {
@@ -129,6 +140,8 @@ class GenerationResult:
                 "tokens_generated": t.generated,
                 "tokens_per_s": round(t.generated / gen_s, 2),
                 "overhead_fraction": round(t.overhead_fraction, 4),
+                "decode_cpu_s": round(t.decode_cpu_s, 4),
+                "cpu_share": None if self.cpu_share is None else round(self.cpu_share, 3),
                 "wall_s": round(self.wall_s, 3),
             },
         }

@@ -16,8 +16,11 @@ import ctypes
 import logging
 import os
 import signal
+import struct
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import gguf
@@ -33,6 +36,33 @@ ALL_LAYERS = -1  # llama.cpp: offload every layer
 VERBOSE = Opt("verbose", True, python="DEBUG logging for 'midillm_lite.llama'")
 # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT. Only errors reach a user; the rest is debug chatter.
 _GGML_ERROR = 4
+# llama.cpp's CPU backend runs its threads under OpenMP (libgomp), which reads OMP_WAIT_POLICY once, when it loads.
+# Its default spins a waiting thread at each of the hundreds of barriers in a decode; on a busy machine the spinning
+# thread burns the time slice the thread it waits for needs, and generation collapses (17-50x slower; BENCHMARKS.md,
+# "Threads"). PASSIVE makes a waiting thread sleep instead; a user's own setting wins.
+OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
+WAIT_POLICY_DEFAULT = "PASSIVE"
+
+
+def _import_llama_cpp():
+    """llama_cpp, loaded with the wait policy above; the variable is set for the load only, not for children."""
+    if "llama_cpp" in sys.modules:
+        return sys.modules["llama_cpp"]
+    previous = os.environ.get(OMP_WAIT_POLICY)
+    os.environ.setdefault(OMP_WAIT_POLICY, WAIT_POLICY_DEFAULT)
+    try:
+        import llama_cpp
+    finally:
+        if previous is None:
+            os.environ.pop(OMP_WAIT_POLICY, None)
+    return llama_cpp
+
+
+def __getattr__(name: str):
+    # `from .llamacpp import llama_cpp`: every module gets llama.cpp through the loader above.
+    if name == "llama_cpp":
+        return _import_llama_cpp()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- start-up and logging ------------------------------------------------------------------
@@ -55,7 +85,7 @@ def init_backend() -> None:
     """Start llama.cpp's backends once and route its log lines to Python logging (errors as warnings)."""
     global _log_callback
     if _log_callback is None:
-        import llama_cpp
+        llama_cpp = _import_llama_cpp()
 
         _log_callback = llama_cpp.llama_log_callback(_route_llama_log)
         llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
@@ -97,6 +127,7 @@ _ToFloat = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int
 
 
 def _libggml():
+    _import_llama_cpp()
     from llama_cpp._ggml import libggml
 
     return libggml
@@ -135,25 +166,131 @@ def ggml_quantize(rows: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndar
 
 
 # --- hardware ------------------------------------------------------------------------------
+SYSFS_CPU = Path("/sys/devices/system/cpu")
+INTEL_HYBRID_P_CORES = Path("/sys/devices/cpu_core/cpus")  # Intel hybrid CPUs list their performance cores here
+MACOS_PERF_CORES = ("hw.perflevel0.physicalcpu", "hw.physicalcpu")  # perflevel0 = performance cores (Apple Silicon)
+WIN_RELATION_PROCESSOR_CORE = 0  # LOGICAL_PROCESSOR_RELATIONSHIP RelationProcessorCore
+WIN_RECORD_HEADER = 8  # SYSTEM_LOGICAL_PROCESSOR_INFORMATION_EX: DWORD Relationship, DWORD Size
+WIN_EFFICIENCY_CLASS = WIN_RECORD_HEADER + 1  # PROCESSOR_RELATIONSHIP: BYTE Flags, BYTE EfficiencyClass, ...
+# Above this many performance cores the default leaves one free for the rest of the machine (the audio thread of a
+# DAW, a browser): with fewer, one core is too large a share to give up (BENCHMARKS.md, "Threads").
+LEAVE_ONE_FREE_ABOVE = 4
+
+
 def physical_cores() -> int:
-    """Physical cores this process may run on: llama.cpp gains nothing from SMT siblings."""
+    """Physical performance cores this process may run on: llama.cpp gains nothing from SMT siblings.
+
+    Efficiency cores (Intel hybrid, ARM big.LITTLE, Apple Silicon) are left out: one slow
+    thread holds every other thread at each of llama.cpp's barriers.
+    """
+    if sys.platform == "darwin":
+        return _macos_cores(_sysctl) or os.cpu_count() or 1
+    if sys.platform == "win32":
+        return _windows_cores() or os.cpu_count() or 1
     try:
         cpus = os.sched_getaffinity(0)
-    except AttributeError:  # not Linux
+    except AttributeError:  # another Unix
         return os.cpu_count() or 1
+    return linux_cores(cpus, SYSFS_CPU, INTEL_HYBRID_P_CORES) or len(cpus) or 1
+
+
+def default_threads(cores: int | None = None) -> int:
+    """llama.cpp threads when none are asked for: one per performance core, less one above LEAVE_ONE_FREE_ABOVE."""
+    cores = physical_cores() if cores is None else cores
+    return max(1, cores - 1 if cores > LEAVE_ONE_FREE_ABOVE else cores)
+
+
+def linux_cores(cpus: set[int], sysfs: Path, hybrid_list: Path) -> int:
+    """Distinct (package, core) pairs among `cpus`, keeping only the performance cores; 0 if sysfs cannot say."""
+    performance = _performance_cpus(cpus, sysfs, hybrid_list)
     cores = set()
-    for cpu in cpus:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+    for cpu in performance:
+        topology = sysfs / f"cpu{cpu}" / "topology"
         try:
             cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
         except OSError:
-            return len(cpus)
-    return max(1, len(cores))
+            return len(performance)
+    return len(cores)
+
+
+def _performance_cpus(cpus: set[int], sysfs: Path, hybrid_list: Path) -> set[int]:
+    """The CPUs of `cpus` that are performance cores: Intel's P-core list, else those of the largest cpu_capacity."""
+    try:
+        p_cores = parse_cpu_list(hybrid_list.read_text()) & cpus
+        if p_cores:
+            return p_cores
+    except (OSError, ValueError):
+        pass
+    capacity = {}
+    for cpu in cpus:
+        try:
+            capacity[cpu] = int((sysfs / f"cpu{cpu}" / "cpu_capacity").read_text())
+        except (OSError, ValueError):
+            return cpus  # no capacities (most x86 machines): every CPU counts
+    top = max(capacity.values(), default=0)
+    return {cpu for cpu, value in capacity.items() if value == top}
+
+
+def parse_cpu_list(text: str) -> set[int]:
+    """A kernel CPU list ("0-3,8,10-11") as a set; ValueError when malformed."""
+    cpus: set[int] = set()
+    for part in text.strip().split(","):
+        first, _, last = part.partition("-")
+        low, high = int(first), int(last or first)
+        if high < low:
+            raise ValueError(f"bad CPU range {part!r}")
+        cpus.update(range(low, high + 1))
+    return cpus
+
+
+def _sysctl(name: str) -> str | None:
+    try:
+        run = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return run.stdout.strip() if run.returncode == 0 else None
+
+
+def _macos_cores(sysctl: Callable[[str], str | None]) -> int:
+    """Performance cores on macOS (perflevel0 on Apple Silicon, all physical cores on Intel Macs); 0 if unknown."""
+    for name in MACOS_PERF_CORES:
+        value = sysctl(name)
+        if value and value.isdigit() and int(value) > 0:
+            return int(value)
+    return 0
+
+
+def _windows_cores() -> int:
+    """Performance cores from GetLogicalProcessorInformationEx; 0 if the call fails."""
+    try:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        size = ctypes.c_uint32(0)
+        kernel32.GetLogicalProcessorInformationEx(WIN_RELATION_PROCESSOR_CORE, None, ctypes.byref(size))
+        buffer = ctypes.create_string_buffer(size.value)
+        if not kernel32.GetLogicalProcessorInformationEx(WIN_RELATION_PROCESSOR_CORE, buffer, ctypes.byref(size)):
+            return 0
+        return windows_cores(buffer.raw[: size.value])
+    except (AttributeError, OSError):
+        return 0
+
+
+def windows_cores(records: bytes) -> int:
+    """Cores of the highest EfficiencyClass in RelationProcessorCore records (on hybrid CPUs, the P-cores)."""
+    classes = []
+    offset = 0
+    while offset + WIN_EFFICIENCY_CLASS < len(records):
+        relationship, size = struct.unpack_from("<II", records, offset)
+        if size < WIN_RECORD_HEADER:
+            break  # a malformed record: stop rather than loop
+        if relationship == WIN_RELATION_PROCESSOR_CORE:
+            classes.append(records[offset + WIN_EFFICIENCY_CLASS])
+        offset += size
+    return classes.count(max(classes)) if classes else 0
 
 
 def gpu_layers(device: str, n_gpu_layers: int | None) -> int:
     """Layers to offload for a device choice; an explicit count wins."""
-    import llama_cpp
+    llama_cpp = _import_llama_cpp()
 
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
@@ -172,7 +309,7 @@ def gpu_layers(device: str, n_gpu_layers: int | None) -> int:
 
 def backend_description() -> str:
     """What this llama.cpp build can run on: GPU offload or CPU only, and the CPU features it was compiled for."""
-    import llama_cpp
+    llama_cpp = _import_llama_cpp()
 
     init_backend()
     features = llama_cpp.llama_print_system_info().decode(errors="replace")

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Opt, UserError
-from .layouts import COMPANION_SUFFIX  # a midi-head model's text companion: not a model of its own
+
+# COMPANION_SUFFIX: a midi-head model's text companion, not a model of its own
+from .layouts import COMPANION_SUFFIX, LAYOUT_MIDI_HEAD
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ REGISTRY = REPO_MODELS / "registry.json"
 HOME_ENV = "MIDILLM_HOME"
 DEFAULT_HOME = Path("~/.cache/midillm-lite")
 HUB_CONVERT_QUANT = "q4_k_m"
+# What a conversion for our own cache is written as: only midillm-lite reads those files, so the fastest layout
+# (same music, 1.2-1.3x faster, less memory; BENCHMARKS.md "Layouts"). `convert` keeps the standard one by default.
+CACHE_LAYOUT = LAYOUT_MIDI_HEAD
 GGUF_SUFFIX = ".gguf"
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _QUANT_NAME = re.compile(r"[A-Za-z0-9_]+")
@@ -98,6 +103,7 @@ class ModelListing:
     quant: str | None = None
     convert_command: str | None = None  # how to make an absent model
     default: bool = False  # what `gen` uses without --model
+    layout: str | None = None  # standard or midi-head, for a readable file; None when absent or unreadable
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +118,7 @@ class ModelListing:
             "quant": self.quant,
             "convert_command": self.convert_command,
             "default": self.default,
+            "layout": self.layout,
         }
 
 
@@ -235,12 +242,33 @@ def _ranked(entries: list[RegistryEntry]) -> list[ModelChoice]:
     return converted + others + bundled
 
 
+def _first_readable(ranked: list[ModelChoice]) -> ModelChoice | None:
+    """The first choice that is a readable MIDI-LLM GGUF; each one passed over is logged with the reason."""
+    for choice in ranked:
+        problem = _unreadable(choice.path)
+        if problem is None:
+            return choice
+        log.warning("skipped %s: %s", choice.path, problem)
+    return None
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why `path` is not a MIDI-LLM GGUF (header, keys, truncation: no llama.cpp), or None if it is one."""
+    from .modelinfo import read_model_info
+
+    try:
+        read_model_info(path)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def default_model() -> ModelChoice:
-    """The best model present locally (see `_ranked`); a clear error naming how to get one otherwise."""
+    """The best readable model present locally (see `_ranked`); a clear error naming how to get one otherwise."""
     entries = registry()
-    ranked = _ranked(entries)
-    if ranked:
-        return ranked[0]
+    best = _first_readable(_ranked(entries))
+    if best is not None:
+        return best
     hint = next((e for e in reversed(entries) if not e.bundled), None)
     how = (
         f"`midillm-lite gen --model {hint.repo} ...` downloads and converts it once, or "
@@ -304,7 +332,8 @@ def _stem(path: Path) -> str:
 
 
 def convert_command(repo: str, quant: str, file_name: str) -> str:
-    return f"midillm-lite convert {repo} -q {quant} -o {user_model_dir() / file_name}"
+    """The command that makes what `gen --model` would convert for the cache (same type and layout)."""
+    return f"midillm-lite convert {repo} -q {quant} --layout {CACHE_LAYOUT} -o {user_model_dir() / file_name}"
 
 
 def _convert_from_hub(entry: RegistryEntry, allow_download: bool) -> Path:
@@ -315,15 +344,15 @@ def _convert_from_hub(entry: RegistryEntry, allow_download: bool) -> Path:
     from .convert import convert  # the conversion stage loads only when needed
 
     log.warning("converting %s (%s) to %s once; later runs reuse it", entry.repo, entry.quant, target)
-    convert(entry.repo, target, quant=entry.quant)
+    convert(entry.repo, target, quant=entry.quant, layout=CACHE_LAYOUT)
     return target
 
 
 def list_models() -> list[ModelListing]:
     """The registry's models (present, bundled, or how to make them) then other local GGUFs; never the network."""
     entries = registry()
-    ranked = _ranked(entries)
-    default = ranked[0].path if ranked else None
+    best = _first_readable(_ranked(entries))
+    default = best.path if best else None
     listing = []
     for e in entries:
         path = _find_file(e.file)
@@ -348,9 +377,19 @@ def list_models() -> list[ModelListing]:
     return listing
 
 
+def _layout(path: Path) -> str | None:
+    from .modelinfo import read_model_info
+
+    try:
+        return read_model_info(path).layout
+    except UserError:
+        return None
+
+
 def _listing(name, status, path, description, entry, default, how=None) -> ModelListing:
     size = path.stat().st_size if status != ABSENT else None
     return ModelListing(
+        layout=_layout(path) if status != ABSENT else None,
         name=name,
         status=status,
         path=path,

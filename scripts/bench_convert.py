@@ -39,7 +39,7 @@ from devkit.checkpoints import (  # noqa: E402
     model_config,
     to_bf16_bits,
 )
-from midillm_lite import vocab  # noqa: E402
+from midillm_lite.amt import vocab  # noqa: E402
 
 REAL_SHAPE = dict(hidden=2048, layers=16, heads=32, kv_heads=8, ffn=8192, head_dim=64, tied=True)
 ROWS_PER_BLOCK = 4096  # rows generated at a time while writing the random checkpoint

@@ -36,6 +36,7 @@ def dirs(tmp_path, monkeypatch) -> tuple[Path, Path]:
     monkeypatch.setattr(models, "REPO_MODELS", repo)
     monkeypatch.setattr(models, "REGISTRY", repo / "registry.json")
     monkeypatch.setenv("MIDILLM_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(models, "_unreadable", lambda path: None)  # touch() files stand in for models here
     return repo, home
 
 
@@ -207,10 +208,12 @@ def test_models_lists_present_bundled_and_convertible(dirs, capsys):
     code, out, err = run_cli(["models"], capsys)
     assert code == 0 and err == ""
     lines = out.splitlines()
-    assert lines[0] == f"  best{' ' * 15}not here: midillm-lite convert o/r -q q8_0 -o {home / 'best.gguf'}"
+    make_best = f"midillm-lite convert o/r -q q8_0 --layout midi-head -o {home / 'best.gguf'}"
+    assert lines[0] == f"  best{' ' * 15}not here: {make_best}"
     assert "`midillm-lite gen --model best` downloads and converts it on first use" in out
-    assert f"* small{' ' * 14}present at {home / 'small.gguf'} (900 B)" in lines
-    assert any(line.startswith(f"  {DEMO}") and f"bundled at {repo / DEMO}.gguf (26.0 MB)" in line for line in lines)
+    assert f"* small{' ' * 14}present at {home / 'small.gguf'} (900 B, not a readable MIDI-LLM GGUF)" in lines
+    demo_line = f"bundled at {repo / DEMO}.gguf (26.0 MB, not a readable MIDI-LLM GGUF)"
+    assert any(line.startswith(f"  {DEMO}") and demo_line in line for line in lines)
     assert "demo: tiny" in out and "the best" in out
     assert "other GGUF files here:" in lines and "mine.text" not in out and f"present at {home / 'mine.gguf'}" in out
     assert lines[-1] == "* what `midillm-lite gen` uses without --model"
@@ -224,7 +227,9 @@ def test_models_json(dirs, capsys):
     listing = {item["name"]: item for item in json.loads(out)}
     assert code == 0 and list(listing) == ["best", "small", DEMO, "o--r-q8_0"]
     assert listing["best"]["status"] == "absent" and listing["best"]["size_bytes"] is None
-    assert listing["best"]["convert_command"] == f"midillm-lite convert o/r -q q8_0 -o {home / 'best.gguf'}"
+    assert listing["best"]["convert_command"] == (
+        f"midillm-lite convert o/r -q q8_0 --layout midi-head -o {home / 'best.gguf'}"
+    )
     assert listing[DEMO]["status"] == "bundled" and listing[DEMO]["bundled"] and listing[DEMO]["size_bytes"] == 10
     extra = listing["o--r-q8_0"]
     assert extra["status"] == "present" and not extra["in_registry"]
@@ -244,3 +249,35 @@ def test_models_with_a_broken_registry(dirs, capsys):
     (dirs[0] / "registry.json").write_text('{"models": {"x": {"file": "x.gguf"}}}')
     code, out, err = run_cli(["models"], capsys)
     assert code == 2 and out == "" and err.startswith("error: ") and err.count("\n") == 1 and "'repo'" in err
+
+
+def test_an_unreadable_file_is_skipped_for_the_default(dirs, monkeypatch, caplog):
+    repo, home = dirs
+    monkeypatch.undo()  # the real check, on real files
+    monkeypatch.setattr(models, "REPO_MODELS", repo)
+    monkeypatch.setattr(models, "REGISTRY", repo / "registry.json")
+    monkeypatch.setenv("MIDILLM_HOME", str(home.parent))
+    shipped = Path(models.__file__).resolve().parents[1] / "models" / f"{DEMO}.gguf"
+    shutil.copy(shipped, repo / f"{DEMO}.gguf")
+    (home / "best.gguf").write_bytes(shipped.read_bytes()[: 1 << 20])  # a truncated download
+    choice = models.default_model()
+    assert choice.name == DEMO
+    assert "skipped" in caplog.text and "best.gguf" in caplog.text
+    listing = {item.name: item for item in models.list_models()}
+    assert listing[DEMO].default and not listing["best"].default
+    assert listing[DEMO].layout == "standard" and listing["best"].layout is None
+
+
+def test_registry_conversions_are_shown_in_the_cache_layout(dirs):
+    listing = {item.name: item for item in models.list_models()}
+    assert f"--layout {models.CACHE_LAYOUT}" in listing["best"].convert_command
+    assert models.CACHE_LAYOUT == "midi-head"
+
+
+def test_hub_conversions_for_the_cache_are_midi_head(dirs, monkeypatch):
+    import midillm_lite.convert
+
+    calls = []
+    monkeypatch.setattr(midillm_lite.convert, "convert", lambda *args, **kwargs: calls.append((args, kwargs)))
+    choice = models.find_model("best")
+    assert calls == [(("o/r", choice.path), {"quant": "q8_0", "layout": "midi-head"})]

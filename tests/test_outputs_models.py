@@ -64,6 +64,7 @@ def model_dirs(tmp_path, monkeypatch):
     monkeypatch.setattr(models, "REPO_MODELS", repo)
     monkeypatch.setattr(models, "REGISTRY", repo / "registry.json")
     monkeypatch.setenv("MIDILLM_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(models, "_unreadable", lambda path: None)  # one-byte files stand in for models here
     return repo, tmp_path / "home" / "models"
 
 

@@ -95,13 +95,14 @@ def _progress_bar() -> Iterator[ProgressCallback | None]:
 
 @app.command("info")
 def info_command(
-    model: Annotated[Path, typer.Argument(help="A GGUF model file.")],
+    model: Annotated[str, typer.Argument(help="A GGUF model file or a registry name (as `gen --model` takes).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the description as JSON.")] = False,
 ) -> None:
-    """Describe a MIDI-LLM GGUF: its midillm.* keys, quantization, tensors and size (fails on other GGUFs)."""
+    """Describe a MIDI-LLM GGUF: its midillm.* keys, quantization, layout, tensors and size (fails on other GGUFs)."""
     from ..llamacpp import backend_description  # loads llama.cpp: only here, not for every verb
+    from ..models import find_model
 
-    info = read_model_info(model)
+    info = read_model_info(find_model(model, allow_download=False).path)
     backend = backend_description()
     if as_json:
         typer.echo(json.dumps({**info.to_dict(), "backend": backend}, indent=2))

@@ -83,7 +83,9 @@ def gen_command(
     gpu_layers: Annotated[
         int | None, typer.Option("--gpu-layers", help="Layers to offload (-1: all).", show_default="all on a GPU")
     ] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.", show_default="physical cores")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads.", show_default="performance cores, less one above 4")
+    ] = None,
     strict: Annotated[
         bool, typer.Option("--strict/--free", help="Strict: well-formed notes only. Free: the reference's sampler.")
     ] = True,
@@ -151,7 +153,19 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_js
         Progress.final_table(result, paths, folder)
     if result.interrupted:
         typer.echo(f"interrupted: partial outputs written to {folder}", err=True)
+    hint = contention_hint(result)
+    if hint and not quiet:
+        typer.echo(hint, err=True)
     return result.interrupted
+
+
+def contention_hint(result) -> str | None:
+    """One line when other programs held the CPU during generation, naming what to do about it."""
+    if not result.cpu_contended:
+        return None
+    got = f"llama.cpp's {result.threads} thread(s) ran {result.cpu_share:.0%} of the time while generating"
+    fix = "close them, or set --threads to the cores left idle" if result.threads > 1 else "close them"
+    return f"hint: other programs were using the CPU ({got}), so this was far slower than this machine can be; {fix}"
 
 
 def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool) -> Iterator[str]:

@@ -66,7 +66,8 @@ def _status(item: ModelListing) -> list[str]:
     if item.status == ABSENT:
         return [f"not here: bundled with midillm-lite, expected at {item.path} (a fresh clone has it)"]
     where = "bundled" if item.status == BUNDLED else "present"
-    return [f"{where} at {item.path} ({_size(item.size_bytes or 0)})"]
+    layout = f"{item.layout} layout" if item.layout else "not a readable MIDI-LLM GGUF"
+    return [f"{where} at {item.path} ({_size(item.size_bytes or 0)}, {layout})"]
 
 
 def _size(n: int) -> str:
