@@ -1,11 +1,11 @@
-# midillm-lite: `make install` sets up .venv, `make test` runs the suite (installing first).
+# midillm-lite: `make install` sets up .venv, `make test` runs the suite (installing first), `make check` its fast lane.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 LLAMA_CPP_VERSION := 0.3.36
 STAMP := $(VENV)/.midillm-installed
 
-.PHONY: install test lint bench bench-convert bench-layout fuzz clean demo demo-data demo-model
+.PHONY: install test check lint bench bench-convert bench-layout fuzz clean demo demo-data demo-model
 
 install: $(STAMP)
 
@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml scripts/install-llama.sh
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The whole suite, as CI runs it (.ci/run).
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+# The edit loop: unit and property tests plus one tiny end-to-end run (convert, gen), no other model builds.
+# tests/conftest.py says which tests are slow (a rule, not a list); README.md has both lanes' times.
+check: $(STAMP)
+	$(VENV)/bin/pytest -m "not slow or e2e"
 
 # The fuzz harnesses (tests/fuzz/) with a large example budget: 20,000 per harness (2,000 for the real-model GGUF
 # harnesses and 5,000 for the typed-key one, which cost more per run); about 15 minutes on 2 cores. Statistics

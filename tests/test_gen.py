@@ -41,6 +41,7 @@ def token_files(folder: Path) -> list[list[int]]:
     return [read_tokens(p) for p in sorted(folder.glob("gen_*_tokens.txt"))]
 
 
+@pytest.mark.e2e  # `make check`'s one end-to-end run: tiny checkpoint -> convert -> gen -> files that decode
 def test_outputs_layout_and_content(model, tmp_path, capsys):
     out = tmp_path / "run"
     code, _stdout, stderr = gen([PROMPT, "--model", model, "-n", "3", "--seed", "7", "-o", str(out), *FAST], capsys)
