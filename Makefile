@@ -57,6 +57,12 @@ $(REF_STAMP):
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) scripts/bench_gen.py --full --write --steps 256 --reference-python $(REF_VENV)/bin/python
 
+# The midi-head layout against the standard one (Q4_K_M and Q8_0, n = 1 and 4, 128 tokens, best of 2 fresh
+# processes each, 2 threads) on the full-size random-weight models `make bench` caches (built here if missing);
+# updates BENCHMARKS.md's "Layouts" section.
+bench-layout: $(STAMP)
+	$(PY) scripts/bench_layout.py --write --steps 128 --repeats 2 --threads 2
+
 # --- the bundled demo model (issue 5) -----------------------------------------------------------------------
 # `make demo`: the main job on a fresh clone: generate from the bundled demo model into ./midillm-out/.
 # --seconds 90: slow music reaches the 100 s end of AMT's arrival times before 2,046 tokens, and the demo never saw
