@@ -214,7 +214,7 @@ def read_lines(stream, lines: queue.Queue) -> None:
 
 def wait_for_progress(lines: queue.Queue, seen: list[str], at_least: int) -> None:
     """Block until gen's stderr reports `at_least` tokens sampled (its first plain progress line comes after the
-    first step); fail after STARTED_WITHIN_S, with what it printed."""
+    first decode); fail after STARTED_WITHIN_S, with what it printed."""
     deadline = time.monotonic() + STARTED_WITHIN_S
     while (left := deadline - time.monotonic()) > 0:
         try:
