@@ -1,10 +1,10 @@
-# midillm-lite: `make install` sets up .venv, `make test` runs the suite (installing first).
+# midillm-lite: `make install` sets up .venv, `make test` runs the suite (installing first), `make check` its fast lane.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.midillm-installed
 
-.PHONY: install test lint bench bench-convert bench-layout bench-threads fuzz clean demo demo-data demo-model
+.PHONY: install test check lint bench bench-convert bench-layout bench-threads fuzz clean demo demo-data demo-model
 
 install: $(STAMP)
 
@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml scripts/install-llama.sh scripts/llama-runtime-only.cma
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The whole suite, as CI runs it (.ci/run).
 test: $(STAMP)
 	$(VENV)/bin/pytest
+
+# The edit loop: unit and property tests plus one tiny end-to-end run (convert, gen), no other model builds.
+# tests/conftest.py says which tests are slow (a rule, not a list); README.md has both lanes' times.
+check: $(STAMP)
+	$(VENV)/bin/pytest -m "not slow or e2e"
 
 # The fuzz harnesses (tests/fuzz/) with a large example budget: 20,000 per harness (2,000 for the real-model GGUF
 # harnesses and 5,000 for the typed-key one, which cost more per run); about 15 minutes on 2 cores. Statistics
@@ -56,6 +62,12 @@ bench: $(STAMP) $(REF_STAMP)
 # Q4_K_M (built once by bench_gen.py's cache); updates BENCHMARKS.md ("Threads").
 bench-threads: $(STAMP)
 	$(PY) scripts/bench_threads.py --write
+
+# The midi-head layout against the standard one (Q4_K_M and Q8_0, n = 1 and 4, 128 tokens, best of 2 fresh
+# processes each, 2 threads) on the full-size random-weight models `make bench` caches (built here if missing);
+# updates BENCHMARKS.md's "Layouts" section.
+bench-layout: $(STAMP)
+	$(PY) scripts/bench_layout.py --write --steps 128 --repeats 2 --threads 2
 
 # --- the bundled demo model (issue 5) -----------------------------------------------------------------------
 # `make demo`: the main job on a fresh clone: generate from the bundled demo model into ./midillm-out/.

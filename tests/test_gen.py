@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import queue
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from midillm_lite.amt.vocab import DUR_OFFSET, NOTE_OFFSET, REST, SEPARATOR, TIM
 DATA = Path(__file__).parent / "data"
 PROMPT = "A cheerful rock song with bright electric guitars"
 FAST = ["--max-tokens", "30", "--threads", "2", "--quiet"]
+PROGRESS_LINE = re.compile(r"(\d+) tokens, \d+ notes, ")  # gen's plain progress line on stderr (no terminal)
+STARTED_WITHIN_S = 120  # a loaded machine may take long to load the model and start; it fails only past this
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +42,7 @@ def token_files(folder: Path) -> list[list[int]]:
     return [read_tokens(p) for p in sorted(folder.glob("gen_*_tokens.txt"))]
 
 
+@pytest.mark.e2e  # `make check`'s one end-to-end run: tiny checkpoint -> convert -> gen -> files that decode
 def test_outputs_layout_and_content(model, tmp_path, capsys):
     out = tmp_path / "run"
     code, _stdout, stderr = gen([PROMPT, "--model", model, "-n", "3", "--seed", "7", "-o", str(out), *FAST], capsys)
@@ -196,19 +202,57 @@ def test_output_folder_that_cannot_be_made(model, tmp_path, capsys):
     assert code == 2 and "cannot create" in stderr and stderr.count("\n") == 1
 
 
+def _default_sigint() -> None:
+    """A shell starts background jobs with SIGINT ignored, and Python keeps that: give the child Ctrl-C back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def read_lines(stream, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)  # the end of the stream
+
+
+def wait_for_progress(lines: queue.Queue, seen: list[str], at_least: int) -> None:
+    """Block until gen's stderr reports `at_least` tokens sampled (its first plain progress line comes after the
+    first decode); fail after STARTED_WITHIN_S, with what it printed."""
+    deadline = time.monotonic() + STARTED_WITHIN_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            pytest.fail(f"gen ended before reporting progress:\n{''.join(seen)}")
+        seen.append(line)
+        if (match := PROGRESS_LINE.match(line)) and int(match[1]) >= at_least:
+            return
+    pytest.fail(f"no progress line within {STARTED_WITHIN_S} s:\n{''.join(seen)}")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_keeps_partial_outputs(model, tmp_path, sig):
     out = tmp_path / "partial"
     proc = subprocess.Popen(
         [sys.executable, "-m", "midillm_lite", "gen", PROMPT, "-m", model, "-n", "4", "-o", str(out),
          "--max-tokens", "2046", "--threads", "2", "--seed", "3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
     )  # fmt: skip
-    assert proc.stderr is not None
-    assert proc.stderr.readline().startswith("model: ")  # loaded; sampling is under way
-    time.sleep(1.0)
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=read_lines, args=(proc.stderr, lines), daemon=True)
+    reader.start()
+    seen: list[str] = []
+    try:
+        wait_for_progress(lines, seen, at_least=4)  # every output has a token: sampling is under way
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()  # no-op once it has exited
+    reader.join(timeout=10)
+    while not lines.empty():
+        line = lines.get_nowait()
+        seen += [line] if line is not None else []
+    stderr = "".join(seen)
     assert proc.returncode == 130, stderr
     assert "interrupted: partial outputs written" in stderr and "Traceback" not in stderr
     stats = json.loads((out / "generation_stats.json").read_text())

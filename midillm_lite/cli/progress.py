@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # types only: importing the engine (llama.cpp) here would slo
     from ..generate import GenerationResult, OutputProgress
 
 REFRESH_S = 0.25  # redraw at most 4 times a second: drawing must not cost sampling time
-PLAIN_EVERY_S = 10.0  # off a terminal, one progress line this often
+PLAIN_EVERY_S = 10.0  # off a terminal, one progress line after the first decode, then this often
 
 
 class Progress:
@@ -29,7 +29,8 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.console = Console(stderr=True)
         self.live: Live | None = None
-        self.started = self.last_draw = time.perf_counter()
+        self.started = time.perf_counter()
+        self.last_draw: float | None = None  # the first decoded step draws at once: sampling has visibly begun
 
     def __enter__(self) -> Progress:
         if self.enabled and self.tty:
@@ -46,7 +47,9 @@ class Progress:
             return
         now = time.perf_counter()
         every = REFRESH_S if self.live is not None else PLAIN_EVERY_S
-        if now - self.last_draw < every and not all(o.done for o in outputs):
+        # The first line waits for a decode: step 0 samples the prompt's logits and has no rate to show.
+        due = timings.decode_s > 0 if self.last_draw is None else now - self.last_draw >= every
+        if not due and not all(o.done for o in outputs):
             return
         self.last_draw = now
         rate = timings.generated / timings.steps_s if timings.steps_s > 0 else 0.0
