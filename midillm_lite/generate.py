@@ -27,13 +27,13 @@ from .amt.ops import is_time, time_seconds, time_ticks
 from .amt.transcode import MusicSummary, decoded_to_midi
 from .amt.vocab import TIME_RESOLUTION, TOKENS_PER_NOTE
 from .engine import Generation, Model, StepEvent, Timings, build_prompt, cpu_contended, generate_tokens, load_model
-from .errors import Opt, UserError
+from .errors import UserError, check_range
 from .fsutil import sha256_file
+from .limits import MAX_OUTPUTS, MAX_SECONDS
 from .modelinfo import ModelInfo
 from .models import ModelChoice, find_model
 from .sampling import MAX_SIMULTANEOUS_NOTES, NoteState, SamplingParams, too_many_simultaneous
 
-MAX_OUTPUTS = 32  # each sequence holds its own ~2k-token KV cache; beyond this memory, not speed, is the limit
 HASH_PREFIX = 16
 
 
@@ -244,10 +244,9 @@ class Generator:
 
 
 def _check_counts(n: int, seconds: float | None) -> None:
-    if not 1 <= n <= MAX_OUTPUTS:
-        raise UserError(f"the number of outputs must be between 1 and {MAX_OUTPUTS}, not {n}")
-    if seconds is not None and not seconds > 0:
-        raise UserError(Opt("seconds"), f" must be positive, not {seconds}")
+    check_range("n", n, 1, MAX_OUTPUTS, integer=True)
+    if seconds is not None:
+        check_range("seconds", seconds, 0, MAX_SECONDS, lo_open=True)
 
 
 def _check_prompt_length(prompt: int, prefix: int, trained: int) -> None:

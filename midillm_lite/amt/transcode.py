@@ -10,7 +10,9 @@ from pathlib import Path
 
 import mido
 
+from ..errors import check_range
 from ..fsutil import check_writable_target
+from ..limits import MAX_INPUT_SECONDS
 from . import gm
 from .codec import REPAIRS, Decoded, Note, decode_tokens, encode_notes, length_seconds, shift_notes
 from .midi import notes_to_midi, read_midi, save_midi
@@ -105,6 +107,7 @@ def encode_file(
     start: float = 0.0,
 ) -> EncodeSummary:
     """MIDI file -> token file (AMT ids, or full-vocabulary ids), from `start` seconds on."""
+    check_range("start", start, 0, MAX_INPUT_SECONDS)
     if str(out) != STDIO:
         check_writable_target(Path(out), force=force)
     read = read_midi(midi)

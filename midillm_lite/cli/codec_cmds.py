@@ -12,6 +12,7 @@ from ..amt import vocab
 from ..amt.tokens_file import STDIO
 from ..amt.transcode import decode_file, encode_file
 from . import app
+from .params import INPUT_SECONDS, parser
 
 ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT if it exists.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
@@ -64,8 +65,9 @@ def encode_command(
         float,
         typer.Option(
             "--start",
-            min=0.0,
-            help=f"Encode from this many seconds on (AMT times reach {vocab.MAX_TIME_SECONDS} s).",
+            parser=parser(INPUT_SECONDS),
+            help=f"Encode from this many seconds on ({INPUT_SECONDS.describe()}; AMT times reach "
+            f"{vocab.MAX_TIME_SECONDS} s from there).",
         ),
     ] = 0.0,
     force: ForceOption = False,

@@ -11,11 +11,26 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..amt import vocab
-from ..bench import DEFAULT_NS, DEFAULT_STEPS, MIN_STEPS
+from ..bench import DEFAULT_NS, DEFAULT_STEPS
 from ..errors import EXIT_INTERRUPTED, UserError
 from ..llamacpp import DEVICES
 from ..outputs import DEFAULT_ROOT, new_output_dir, prepare_output_dir, write_output, write_prompt, write_stats
 from . import app
+from .params import (
+    GPU_LAYERS,
+    INPUT_SECONDS,
+    MAX_TOKENS,
+    OUTPUTS,
+    SECONDS,
+    SEED,
+    STEPS,
+    TEMPERATURE,
+    THREADS,
+    TOP_K,
+    TOP_P,
+    parse_counts,
+    parser,
+)
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -26,6 +41,14 @@ DEMO_NOTE = "demo model bundled with midillm-lite; run `midillm-lite models` to 
 
 Device = Enum("Device", {name: name for name in DEVICES}, type=str)  # typer shows the choices
 AUTO_DEVICE = Device("auto")
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        parser=parser(THREADS),
+        help=f"CPU threads ({THREADS.describe()}).",
+        show_default="performance cores, less one above 4",
+    ),
+]
 
 
 @app.command("gen")
@@ -40,7 +63,15 @@ def gen_command(
             show_default="best model found locally",
         ),
     ] = None,
-    n_outputs: Annotated[int, typer.Option("--n-outputs", "-n", help="Outputs per prompt, decoded together.")] = 4,
+    n_outputs: Annotated[
+        int,
+        typer.Option(
+            "--n-outputs",
+            "-n",
+            parser=parser(OUTPUTS),
+            help=f"Outputs per prompt, decoded together ({OUTPUTS.describe()}).",
+        ),
+    ] = 4,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -53,26 +84,45 @@ def gen_command(
     temperature: Annotated[
         float | None,
         typer.Option(
-            help="Sampling temperature; 0 or less is greedy.", show_default=f"model's, {vocab.DEFAULT_TEMPERATURE}"
+            parser=parser(TEMPERATURE),
+            help="Sampling temperature, a finite number; 0 or less is greedy.",
+            show_default=f"model's, {vocab.DEFAULT_TEMPERATURE}",
         ),
     ] = None,
     top_p: Annotated[
         float | None,
         typer.Option(
-            "--top-p", help="Nucleus sampling mass in (0, 1].", show_default=f"model's, {vocab.DEFAULT_TOP_P}"
+            "--top-p",
+            parser=parser(TOP_P),
+            help=f"Nucleus sampling mass in {TOP_P.describe()}.",
+            show_default=f"model's, {vocab.DEFAULT_TOP_P}",
         ),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Keep only the k likeliest tokens (0: off).")] = 0,
-    seed: Annotated[int | None, typer.Option(help="Random seed; recorded in the stats.", show_default="random")] = None,
+    top_k: Annotated[
+        int,
+        typer.Option("--top-k", parser=parser(TOP_K), help=f"Keep only the k likeliest tokens ({TOP_K.describe()})."),
+    ] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            parser=parser(SEED), help=f"Random seed in {SEED.describe()}; recorded in the stats.", show_default="random"
+        ),
+    ] = None,
     max_tokens: Annotated[
         int | None,
         typer.Option(
             "--max-tokens",
-            help=f"New tokens per output ({vocab.TOKENS_PER_NOTE} per note).",
+            parser=parser(MAX_TOKENS),
+            help=f"New tokens per output ({vocab.TOKENS_PER_NOTE} per note; {MAX_TOKENS.describe()}).",
             show_default=f"model's, {vocab.DEFAULT_MAX_TOKENS}",
         ),
     ] = None,
-    seconds: Annotated[float | None, typer.Option(help="Stop an output once its music reaches this length.")] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            parser=parser(SECONDS), help=f"Stop an output once its music reaches this length, in {SECONDS.describe()}."
+        ),
+    ] = None,
     prompts_file: Annotated[
         Path | None, typer.Option("--prompts-file", help="One prompt per line (# comments); the model loads once.")
     ] = None,
@@ -81,11 +131,15 @@ def gen_command(
     ] = False,
     device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = AUTO_DEVICE,
     gpu_layers: Annotated[
-        int | None, typer.Option("--gpu-layers", help="Layers to offload (-1: all).", show_default="all on a GPU")
+        int | None,
+        typer.Option(
+            "--gpu-layers",
+            parser=parser(GPU_LAYERS),
+            help=f"Layers to offload ({GPU_LAYERS.describe()}).",
+            show_default="all on a GPU",
+        ),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads.", show_default="performance cores, less one above 4")
-    ] = None,
+    threads: ThreadsOption = None,
     strict: Annotated[
         bool, typer.Option("--strict/--free", help="Strict: well-formed notes only. Free: the reference's sampler.")
     ] = True,
@@ -93,7 +147,12 @@ def gen_command(
         Path | None, typer.Option("--continue", help="Continue this MIDI file; the output holds both.")
     ] = None,
     from_seconds: Annotated[
-        float | None, typer.Option("--from", help="With --continue: cut the piece here and continue from it.")
+        float | None,
+        typer.Option(
+            "--from",
+            parser=parser(INPUT_SECONDS),
+            help=f"With --continue: cut the piece here (seconds, {INPUT_SECONDS.describe()}) and continue from it.",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Write into a non-empty --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print each generation's stats as one JSON line.")] = False,
@@ -208,11 +267,13 @@ def _ask() -> Iterator[str]:
 @app.command("bench")
 def bench_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="GGUF file, registry name or hub repo id.")] = None,
-    ns: Annotated[str, typer.Option("--n", help="Comma-separated numbers of parallel outputs.")] = ",".join(
-        map(str, DEFAULT_NS)
-    ),
-    steps: Annotated[int, typer.Option(min=MIN_STEPS, help="Tokens generated per output for each n.")] = DEFAULT_STEPS,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.", show_default="physical cores")] = None,
+    ns: Annotated[
+        str, typer.Option("--n", help=f"Comma-separated numbers of parallel outputs, each {OUTPUTS.describe()}.")
+    ] = ",".join(map(str, DEFAULT_NS)),
+    steps: Annotated[
+        int, typer.Option(parser=parser(STEPS), help=f"Tokens generated per output for each n ({STEPS.describe()}).")
+    ] = DEFAULT_STEPS,
+    threads: ThreadsOption = None,
     device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = AUTO_DEVICE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
@@ -220,7 +281,7 @@ def bench_command(
     from ..bench import format_table, run_bench
     from ..models import find_model
 
-    counts = _parse_counts(ns)
+    counts = parse_counts(ns)
     choice = find_model(model)
     rows = run_bench(choice.path, ns=counts, steps=steps, threads=threads, device=device.value)
     if as_json:
@@ -228,13 +289,3 @@ def bench_command(
     else:
         typer.echo(model_line(choice))
         typer.echo(format_table(rows))
-
-
-def _parse_counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise UserError(f"--n takes comma-separated integers like 1,2,4,8, not {text!r}") from exc
-    if not counts or any(c < 1 for c in counts):
-        raise UserError(f"--n needs positive counts, not {text!r}")
-    return counts
