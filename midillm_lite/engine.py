@@ -286,6 +286,9 @@ def build_prompt(model: Model, description: str) -> list[int]:
     """
     if not description or not description.strip():
         raise UserError('the description is empty; describe the music, e.g. "a cheerful piano melody"')
+    if any(0xD800 <= ord(c) < 0xE000 for c in description):  # how Python carries bytes that were not UTF-8
+        raise UserError("the description holds bytes that are not UTF-8 (lone surrogates); decode it with "
+                        "errors='replace' first")  # fmt: skip
     info = model.info
     tokens = [model.bos_token(), *model.tokenize(info.system_prompt + description + " "), info.autoregress_token_id]
     if len(tokens) >= model.n_ctx_limit:

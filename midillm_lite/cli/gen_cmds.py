@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -162,7 +164,7 @@ def gen_command(
     from ..amt.continuation import prepare_continuation
     from ..generate import Generator
 
-    prompts = _prompts(prompt, prompts_file, interactive)
+    prompts = _prompts(prompt, prompts_file, interactive, quiet=quiet)
     batch = prompts_file is not None or interactive
     root = out or DEFAULT_ROOT
     if not batch and out is not None:
@@ -227,40 +229,101 @@ def contention_hint(result) -> str | None:
     return f"hint: other programs were using the CPU ({got}), so this was far slower than this machine can be; {fix}"
 
 
-def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool) -> Iterator[str]:
+def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool, *, quiet: bool) -> Iterator[str]:
     given = sum(x for x in (prompt is not None, prompts_file is not None, interactive))
     if given != 1:
         raise UserError("give exactly one of: a PROMPT, --prompts-file FILE, or --interactive")
     if prompt is not None:
-        return iter([prompt])
+        text, replaced = _valid_text(prompt)
+        if replaced:
+            _warn_replaced("the PROMPT argument")
+        return iter([text])
     if prompts_file is not None:
         return iter(_read_prompts(prompts_file))
-    return _ask()
+    return _ask(quiet=quiet)
+
+
+# Text that is not UTF-8 (a Latin-1 terminal, a file saved in another encoding) is not refused: each undecodable
+# byte becomes U+FFFD, the replacement character, and a warning says where, so the rest of the description still
+# counts. Python hands such bytes over as lone surrogates (argv and stdin under surrogateescape).
+REPLACEMENT = "\ufffd"
+SURROGATES = range(0xD800, 0xE000)
+
+
+def _valid_text(text: str) -> tuple[str, bool]:
+    """`text` with every lone surrogate (an undecodable byte) replaced by U+FFFD, and whether any was."""
+    if not any(ord(c) in SURROGATES for c in text):
+        return text, False
+    return "".join(REPLACEMENT if ord(c) in SURROGATES else c for c in text), True
+
+
+def _warn_replaced(where: str) -> None:
+    typer.echo(f"warning: {where} is not valid UTF-8; its undecodable bytes became U+FFFD", err=True)
+
+
+def _decode_lines(data: bytes) -> tuple[list[str], list[int]]:
+    """Lines of `data` decoded as UTF-8 (bad bytes -> U+FFFD), and the 1-based numbers of the lines that had any."""
+    lines, bad = [], []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw.decode("utf-8", "replace"))
+            bad.append(number)
+    return lines, bad
+
+
+def _line_list(numbers: list[int], shown: int = 3) -> str:
+    head = ", ".join(map(str, numbers[:shown]))
+    more = f" and {len(numbers) - shown} more" if len(numbers) > shown else ""
+    return f"line{'s' if len(numbers) > 1 else ''} {head}{more}"
 
 
 def _read_prompts(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise UserError(f"{path}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read prompts from {path}: {exc}") from exc
+    except OSError as exc:
+        raise UserError(f"cannot read prompts from {path}: {exc.strerror or exc}") from exc
+    lines, bad = _decode_lines(data.removeprefix(b"\xef\xbb\xbf"))  # a BOM is not part of the first prompt
+    if bad:
+        _warn_replaced(f"{path} {_line_list(bad)}")
     prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise UserError(f"{path} holds no prompts (one per line; # starts a comment)")
     return prompts
 
 
-def _ask() -> Iterator[str]:
-    """Prompts typed at the terminal until an empty line, EOF or Ctrl-C at the prompt."""
+ASK = "describe the music (empty line to quit)> "
+
+
+def _ask(*, quiet: bool = False) -> Iterator[str]:
+    """Prompts read from standard input until an empty line, EOF or Ctrl-C at the prompt.
+
+    The question goes to stderr (stdout may carry --json lines), and only to a person: not with --quiet, and not
+    when standard input is a file or a pipe.
+    """
+    with contextlib.suppress(AttributeError, ValueError):  # a replaced stdin (tests, embedding) keeps its own
+        sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    ask = "" if quiet or not sys.stdin.isatty() else ASK
+    number = 0
     while True:
         try:
-            text = input("describe the music (empty line to quit)> ")
+            if ask:
+                sys.stderr.write(ask)
+                sys.stderr.flush()
+            text = input()
         except (EOFError, KeyboardInterrupt):
-            typer.echo("", err=True)
+            if ask:
+                typer.echo("", err=True)
             return
+        number += 1
         if not text.strip():
             return
+        text, replaced = _valid_text(text)
+        if replaced:
+            _warn_replaced(f"standard input line {number}")
         yield text
 
 
