@@ -38,6 +38,7 @@ from .progress import Progress
 if TYPE_CHECKING:
     from ..models import ModelChoice
 
+NOT_UTF8 = "Bytes that are not UTF-8 become U+FFFD, with a warning naming where."
 DEMO_NOTE = "demo model bundled with midillm-lite; run `midillm-lite models` to get MIDI-LLM"
 
 
@@ -55,7 +56,9 @@ ThreadsOption = Annotated[
 
 @app.command("gen")
 def gen_command(
-    prompt: Annotated[str | None, typer.Argument(metavar="PROMPT", help="What the music should be.")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(metavar="PROMPT", help="What the music should be. " + NOT_UTF8)
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -126,7 +129,8 @@ def gen_command(
         ),
     ] = None,
     prompts_file: Annotated[
-        Path | None, typer.Option("--prompts-file", help="One prompt per line (# comments); the model loads once.")
+        Path | None,
+        typer.Option("--prompts-file", help="One prompt per line (# comments); the model loads once. " + NOT_UTF8),
     ] = None,
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Prompt loop; the model loads once.")
