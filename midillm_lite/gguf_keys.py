@@ -79,7 +79,8 @@ def _equals(expected: int) -> Callable[[Any, dict[str, Any]], bool]:
 
 def _max_new_tokens_fit(value: Any, fields: dict[str, Any]) -> bool:
     trained = fields.get(TRAIN_CONTEXT_LENGTH)
-    return 1 <= value <= (trained if isinstance(trained, int) else MAX_CONTEXT)
+    trained = trained if isinstance(trained, int) and 1 <= trained <= MAX_CONTEXT else MAX_CONTEXT  # its own check
+    return 1 <= value <= trained
 
 
 KEYS: tuple[Key, ...] = (
