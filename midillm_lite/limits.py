@@ -16,7 +16,8 @@ MAX_NEW_TOKENS = MAX_CONTEXT  # the model's own context may allow fewer
 MAX_SECONDS = MAX_TIME_SECONDS  # a --seconds stop: AMT arrival times end at 100 s, a longer limit is never reached
 MAX_INPUT_SECONDS = 86_400  # a time inside an existing piece (cut, start): a day, far past music, far from overflow
 # mido holds every message of a file as an object (about 270 bytes of memory per byte of a dense file: a 20 MB file
-# took 5.6 GB), so MIDI files are bounded before parsing. 4 MiB is ~700k notes, far past what AMT's 100 s windows use.
+# took 5.6 GB), so MIDI files are bounded before parsing: 2 MiB (~350k notes, far past what AMT's 100 s windows use)
+# peaked at 0.61 GB; 4 MiB took 1.19 GB.
 MAX_MIDI_BYTES = 2 * 1024 * 1024
 MAX_TOP_K = MIDI_VOCAB_SIZE  # keeping every MIDI id is the same as no top-k
 MAX_SEED = 2**64 - 1  # seeds are recorded in the JSON stats; 64 bits stay exact for any reader of those
