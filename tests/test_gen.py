@@ -227,4 +227,4 @@ def test_bench_prints_a_row_per_n(model, capsys):
     assert code == 0, stderr
     assert [r["n"] for r in rows] == [1, 2] and all(r["gen_tps"] > 0 for r in rows)
     code, _, stderr = run_cli(["bench", "-m", model, "--n", "0,x"], capsys)
-    assert code == 2 and "--n takes comma-separated integers" in stderr
+    assert code == 2 and "'--n'" in stderr and "integer in 1..32" in stderr and stderr.count("\n") == 1
