@@ -19,9 +19,10 @@ import gguf
 import numpy as np
 
 from midillm_lite import __version__, gguf_keys
-from midillm_lite.errors import Opt, UserError
+from midillm_lite.errors import Opt, UserError, check_range
 from midillm_lite.fsutil import atomic_path, check_writable_target
 from midillm_lite.layouts import LAYOUT_MIDI_HEAD, LAYOUT_STANDARD, LAYOUTS, companion_path
+from midillm_lite.limits import MAX_THREADS
 from midillm_lite.modelinfo import read_model_info
 
 from .quants import DEFAULT_QUANT, K_OUTPUT_TYPE, K_TYPES, QUANTS, F, Q, QuantSpec, quant_spec
@@ -66,6 +67,8 @@ def convert(
     layout="midi-head" writes the MIDI-only model and its text companion (convert/layout.py);
     its SOURCE may also be a standard-layout GGUF, which is split as it is.
     """
+    if threads is not None:
+        check_range("threads", threads, 1, MAX_THREADS, integer=True)
     if layout != LAYOUT_STANDARD:
         return _convert_midi_head(source, Path(out), quant=quant, force=force, threads=threads,
                                   progress=progress, layout=layout)  # fmt: skip

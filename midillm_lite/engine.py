@@ -26,8 +26,9 @@ import numpy as np
 from . import sampling
 from .amt import vocab
 from .companion import TextCompanion
-from .errors import Opt, UserError
+from .errors import Opt, UserError, check_range
 from .layouts import LAYOUT_MIDI_HEAD
+from .limits import MAX_NEW_TOKENS, MAX_SEED, MAX_THREADS
 from .llamacpp import VERBOSE, default_threads, gpu_layers, init_backend, llama_cpp, signals_held
 from .modelinfo import ModelInfo, read_model_info
 from .sampling import NoteState, SamplingParams
@@ -152,9 +153,8 @@ def load_model(
     """
     info = read_model_info(path)
     layers = gpu_layers(device, n_gpu_layers)
-    threads = n_threads or default_threads()
-    if threads < 1:
-        raise UserError(f"threads must be at least 1, not {threads}")
+    threads = default_threads() if n_threads is None else n_threads
+    check_range("threads", threads, 1, MAX_THREADS, integer=True)  # the count recorded in the stats is this one
     if n_ctx is not None and n_ctx < 1:
         raise UserError(f"context size must be positive, not {n_ctx}")
     init_backend()
@@ -286,6 +286,9 @@ def build_prompt(model: Model, description: str) -> list[int]:
     """
     if not description or not description.strip():
         raise UserError('the description is empty; describe the music, e.g. "a cheerful piano melody"')
+    if any(0xD800 <= ord(c) < 0xE000 for c in description):  # how Python carries bytes that were not UTF-8
+        raise UserError("the description holds bytes that are not UTF-8 (lone surrogates); decode it with "
+                        "errors='replace' first")  # fmt: skip
     info = model.info
     tokens = [model.bos_token(), *model.tokenize(info.system_prompt + description + " "), info.autoregress_token_id]
     if len(tokens) >= model.n_ctx_limit:
@@ -463,8 +466,9 @@ def generate_tokens(
     if not 1 <= n <= llama_cpp.llama_max_parallel_sequences():
         raise UserError(f"the number of outputs must be 1..{llama_cpp.llama_max_parallel_sequences()}, not {n}")
     max_new = model.info.max_new_tokens if max_new_tokens is None else max_new_tokens
-    if max_new < 0:
-        raise UserError(f"max new tokens must not be negative, not {max_new}")
+    check_range("max_tokens", max_new, 0, MAX_NEW_TOKENS, integer=True)
+    if seed is not None:
+        check_range("seed", seed, 0, MAX_SEED, integer=True)
     prefix = tuple(int(t) for t in prefix_amt)
     bad = [t for t in prefix if not 0 <= t < vocab.SEPARATOR]
     if bad:

@@ -8,6 +8,7 @@ serves both without the library knowing the CLI's spelling.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,3 +51,23 @@ class UserError(Exception):
     @property
     def options(self) -> tuple[Opt, ...]:
         return tuple(part for part in self.parts if isinstance(part, Opt))
+
+
+def describe_range(lo: float, hi: float, *, lo_open: bool = False, integer: bool = False) -> str:
+    """How a message states an allowed range: `1..512` for integers, `(0, 100]` or `[0, 86400]` for numbers."""
+    if integer:
+        return f"{int(lo)}..{int(hi)}"
+    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+
+
+def check_range(
+    option: str, value: object, lo: float, hi: float, *, lo_open: bool = False, integer: bool = False
+) -> None:
+    """A UserError naming `option` unless `value` is a number in the range (NaN and infinities never are)."""
+    number = (int,) if integer else (int, float)
+    valid = isinstance(value, number) and not isinstance(value, bool)
+    valid = valid and (isinstance(value, int) or math.isfinite(value))  # math.isfinite overflows on huge ints
+    if not (valid and (lo < value if lo_open else lo <= value) and value <= hi):  # type: ignore[operator]
+        kind = "an integer" if integer else "a finite number"
+        allowed = describe_range(lo, hi, lo_open=lo_open, integer=integer)
+        raise UserError(Opt(option), f" must be {kind} in {allowed}, not {value!r}")

@@ -17,8 +17,10 @@ def check_writable_target(path: Path, *, force: bool) -> None:
     """Refuse to overwrite an existing file unless forced, and name the fix."""
     if path.is_dir():
         raise UserError(f"{path} is a folder; give a file name")
-    if path.exists() and not force:
-        raise UserError(f"{path} already exists; use ", Opt("force", True), " to overwrite it or choose another name")
+    # lexists: a symbolic link to nothing is still a name someone made; replacing it needs the same consent.
+    if os.path.lexists(path) and not force:
+        what = "already exists" if path.exists() else "is a symbolic link to nothing"
+        raise UserError(f"{path} {what}; use ", Opt("force", True), " to overwrite it or choose another name")
 
 
 @contextlib.contextmanager

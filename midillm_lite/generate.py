@@ -27,14 +27,17 @@ from .amt.ops import is_time, time_seconds, time_ticks
 from .amt.transcode import MusicSummary, decoded_to_midi
 from .amt.vocab import TIME_RESOLUTION, TOKENS_PER_NOTE
 from .engine import Generation, Model, StepEvent, Timings, build_prompt, cpu_contended, generate_tokens, load_model
-from .errors import Opt, UserError
+from .errors import UserError, check_range
 from .fsutil import sha256_file
+from .limits import MAX_OUTPUTS, MAX_SECONDS
 from .modelinfo import ModelInfo
 from .models import ModelChoice, find_model
 from .sampling import MAX_SIMULTANEOUS_NOTES, NoteState, SamplingParams, too_many_simultaneous
 
-MAX_OUTPUTS = 32  # each sequence holds its own ~2k-token KV cache; beyond this memory, not speed, is the limit
 HASH_PREFIX = 16
+# Why an output's last tokens are not in its token file (stats: trimmed_reason); they start no complete note.
+TRIM_SECONDS = "seconds"  # the arrival time that crossed the seconds limit
+TRIM_MAX_TOKENS = "max_tokens"  # strict mode: the token budget ran out inside a note
 
 
 @dataclass
@@ -58,6 +61,8 @@ class Output:
     summary: MusicSummary
     partial: bool = False  # sampling stopped by an interrupt before this output finished
     rejected: str | None = None  # why the reference would have thrown this sample away
+    generated: int = 0  # tokens sampled; `tokens` may end before them (see `trimmed`)
+    trimmed: str | None = None  # why the last generated tokens were left out: TRIM_SECONDS or TRIM_MAX_TOKENS
 
 
 @dataclass
@@ -125,6 +130,9 @@ class GenerationResult:
                 {
                     "index": o.index,
                     "tokens": len(o.tokens),
+                    "tokens_generated": o.generated,
+                    "tokens_trimmed": o.generated - len(o.tokens),
+                    "trimmed_reason": o.trimmed,
                     "partial": o.partial,
                     "rejected": o.rejected,
                     **o.summary.to_dict(),
@@ -220,8 +228,16 @@ class Generator:
             stop=_seconds_stop(seconds),
         )
         interrupted = _drive(generation, on_step)
+        limit = None if seconds is None else round(seconds * TIME_RESOLUTION)
         outputs = [
-            _make_output(i, tokens, continuation, partial=interrupted and not generation.finished[i])
+            _make_output(
+                i,
+                tokens,
+                continuation,
+                partial=interrupted and not generation.finished[i],
+                strict=params.strict,
+                limit=limit,
+            )
             for i, tokens in enumerate(generation.tokens)
         ]
         return GenerationResult(
@@ -244,10 +260,9 @@ class Generator:
 
 
 def _check_counts(n: int, seconds: float | None) -> None:
-    if not 1 <= n <= MAX_OUTPUTS:
-        raise UserError(f"the number of outputs must be between 1 and {MAX_OUTPUTS}, not {n}")
-    if seconds is not None and not seconds > 0:
-        raise UserError(Opt("seconds"), f" must be positive, not {seconds}")
+    check_range("n", n, 1, MAX_OUTPUTS, integer=True)
+    if seconds is not None:
+        check_range("seconds", seconds, 0, MAX_SECONDS, lo_open=True)
 
 
 def _check_prompt_length(prompt: int, prefix: int, trained: int) -> None:
@@ -261,7 +276,7 @@ def _seconds_stop(seconds: float | None):
     """Stop a sequence when it samples an arrival time at or past the limit (that time token is dropped later)."""
     if seconds is None:
         return None
-    limit = round(seconds * TIME_RESOLUTION)
+    limit = round(seconds * TIME_RESOLUTION)  # the same rounding _trim's limit uses
 
     def stop(seq: int, tokens: list[int], state: NoteState) -> bool:
         last = tokens[-1]
@@ -293,13 +308,37 @@ def _track(progress: list[OutputProgress], event: StepEvent, generation: Generat
         p.done = generation.finished[seq]
 
 
-def _make_output(seq: int, tokens: list[int], continuation: Continuation | None, *, partial: bool) -> Output:
-    if not partial and len(tokens) % TOKENS_PER_NOTE == 1 and is_time(tokens[-1]):
-        tokens = tokens[:-1]  # a --seconds stop: the arrival time past the limit starts no note
+def _trim(tokens: list[int], *, partial: bool, strict: bool, limit: int | None) -> tuple[list[int], str | None]:
+    """The tokens worth writing, and why any were left out: a finished output ends on a whole note.
+
+    An interrupted output keeps everything (nothing made is lost). Free mode keeps an unfinished note for the
+    decoder to count, since its triplets need not be aligned.
+    """
+    extra = len(tokens) % TOKENS_PER_NOTE
+    if partial or not extra:
+        return tokens, None
+    if limit is not None and extra == 1 and is_time(tokens[-1]) and time_ticks(tokens[-1]) >= limit:
+        return tokens[:-1], TRIM_SECONDS
+    if strict:
+        return tokens[:-extra], TRIM_MAX_TOKENS
+    return tokens, None
+
+
+def _make_output(
+    seq: int,
+    generated: list[int],
+    continuation: Continuation | None,
+    *,
+    partial: bool,
+    strict: bool = True,
+    limit: int | None = None,
+) -> Output:
+    tokens, trimmed = _trim(generated, partial=partial, strict=strict, limit=limit)
     decoded = decode_tokens(tokens)
     notes = continuation.reassemble(decoded.notes) if continuation else None
     midi, summary = decoded_to_midi(decoded, notes=notes)
     rejected = None
     if too_many_simultaneous(tokens):
         rejected = f"more than {MAX_SIMULTANEOUS_NOTES} notes at one onset (the reference rejects such samples)"
-    return Output(seq + 1, tokens, midi, summary, partial=partial, rejected=rejected)
+    return Output(seq + 1, tokens, midi, summary, partial=partial, rejected=rejected, generated=len(generated),
+                  trimmed=trimmed)  # fmt: skip

@@ -26,12 +26,12 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from .errors import Opt, UserError
+from .errors import Opt, UserError, check_range
+from .limits import ALL_LAYERS, MAX_GPU_LAYERS
 
 llama_log = logging.getLogger("midillm_lite.llama")
 
 DEVICES = ("auto", "cpu", "gpu")
-ALL_LAYERS = -1  # llama.cpp: offload every layer
 # Where llama.cpp's own log (the reason behind a failed load or quantization) can be seen.
 VERBOSE = Opt("verbose", True, python="DEBUG logging for 'midillm_lite.llama'")
 # ggml_log_level: NONE, DEBUG, INFO, WARN, ERROR, CONT. Only errors reach a user; the rest is debug chatter.
@@ -301,6 +301,7 @@ def gpu_layers(device: str, n_gpu_layers: int | None) -> int:
             " or rebuild llama-cpp-python for your GPU",
         )  # fmt: skip
     if n_gpu_layers is not None:
+        check_range("gpu_layers", n_gpu_layers, ALL_LAYERS, MAX_GPU_LAYERS, integer=True)
         return n_gpu_layers
     if device == "cpu":
         return 0

@@ -250,6 +250,17 @@ def _check_types(path: Path, fields: dict[str, Any]) -> None:
             )
 
 
+def _check_values(path: Path, fields: dict[str, Any]) -> None:
+    """Each midillm.* value against what it describes (gguf_keys' checks): a lying file is one line here, at read."""
+    for key in gguf_keys.KEYS:
+        if key.check is not None and key.name in fields and not key.check(fields[key.name], fields):
+            shown = repr(fields[key.name])
+            shown = shown if len(shown) <= 40 else shown[:40] + "..."
+            raise UserError(
+                f"{path} is corrupt or not for this runtime: {key.name} is {shown}; it must be {key.allowed}"
+            )
+
+
 def _type_name(wanted: type | tuple[type, ...]) -> str:
     return "number" if isinstance(wanted, tuple) else {int: "integer", str: "string"}[wanted]
 
@@ -291,6 +302,7 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     missing = [key for key in gguf_keys.REQUIRED if key not in fields]
     if not missing:
         _check_types(path, fields)
+        _check_values(path, fields)
     if missing:
         raise UserError(
             f"{path} is not a MIDI-LLM GGUF: it lacks {missing[0]} (and {len(missing) - 1} other "

@@ -63,6 +63,8 @@ def prepare_output_dir(out: Path, *, force: bool) -> Path:
     """Use `out` as given: created if missing; refused if it holds files, unless forced."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder for the outputs")
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"{out} is a symbolic link to nothing; give a folder for the outputs")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"{out} is not empty; use ", Opt("force", True), " to write into it or choose another folder")
     try:

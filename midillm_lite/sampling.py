@@ -31,7 +31,8 @@ from .amt.vocab import (
     TIME_OFFSET,
     TOKENS_PER_NOTE,
 )
-from .errors import UserError
+from .errors import Opt, UserError, check_range
+from .limits import MAX_TOP_K
 
 # The reference rejects a sample whose busiest onset carries more than this many notes.
 MAX_SIMULTANEOUS_NOTES = 64
@@ -61,12 +62,10 @@ class SamplingParams:
     strict: bool = True
 
     def validate(self) -> SamplingParams:
-        if not math.isfinite(self.temperature):
-            raise UserError(f"temperature must be a finite number, not {self.temperature}; try 1.0")
-        if not (0.0 < self.top_p <= 1.0):  # also rejects NaN
-            raise UserError(f"top-p must be in (0, 1], not {self.top_p}; 1 switches it off")
-        if self.top_k < 0:
-            raise UserError(f"top-k must be 0 (off) or positive, not {self.top_k}")
+        if not isinstance(self.temperature, int | float) or not math.isfinite(self.temperature):
+            raise UserError(Opt("temperature"), f" must be a finite number (0 or less: greedy), not {self.temperature}")
+        check_range("top_p", self.top_p, 0.0, 1.0, lo_open=True)  # 1 switches it off
+        check_range("top_k", self.top_k, 0, MAX_TOP_K, integer=True)  # 0 switches it off
         return self
 
     @property

@@ -27,17 +27,9 @@ def small_gguf(path: Path, *, arch: str = "llama", n_tokens: int = 3, midillm: b
     writer = gguf.GGUFWriter(path, arch)
     writer.add_token_list([f"t{i}" for i in range(n_tokens)])
     if midillm:
-        placeholder = {gguf.GGUFValueType.STRING: "x", gguf.GGUFValueType.FLOAT32: 1.0, gguf.GGUFValueType.UINT32: 1}
-        for key in gguf_keys.KEYS:
-            if key.required and key.name not in (
-                gguf_keys.TEXT_VOCAB_SIZE,
-                gguf_keys.MIDI_VOCAB_SIZE,
-                gguf_keys.LAYOUT,
-            ):
-                writer.add_key_value(key.name, placeholder[key.type], key.type)
-        writer.add_uint32(gguf_keys.TEXT_VOCAB_SIZE, vocab.TEXT_VOCAB_SIZE)
-        writer.add_uint32(gguf_keys.MIDI_VOCAB_SIZE, vocab.MIDI_VOCAB_SIZE)
-        writer.add_string(gguf_keys.LAYOUT, LAYOUT_STANDARD)
+        # The converter's own values (valid midillm.* keys): only the vocabulary is wrong.
+        for name, value, kind in gguf_keys.converter_values(gguf_keys.Provenance("x", "x", "x", LAYOUT_STANDARD)):
+            writer.add_key_value(name, value, kind)
     writer.add_tensor("w", np.arange(8, dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import Opt, UserError
+from ..errors import UserError, check_range
+from ..limits import MAX_INPUT_SECONDS
 from .codec import Note, encode_notes, shift_notes
 from .midi import read_midi
 from .vocab import MAX_TIME, TIME_RESOLUTION, TOKENS_PER_NOTE
@@ -49,8 +50,8 @@ def prepare_continuation(
     max_span: int = DEFAULT_WINDOW_SPAN,
 ) -> Continuation:
     """Read `path`, cut it at `from_seconds` (default: its end) and pick the window the model sees."""
-    if from_seconds is not None and from_seconds < 0:
-        raise UserError(Opt("from_seconds"), f" must not be negative, not {from_seconds}")
+    if from_seconds is not None:
+        check_range("from_seconds", from_seconds, 0, MAX_INPUT_SECONDS)
     notes = read_midi(path).notes
     if from_seconds is not None:
         cut = round(from_seconds * TIME_RESOLUTION)

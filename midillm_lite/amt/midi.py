@@ -28,6 +28,7 @@ import mido
 
 from ..errors import UserError
 from ..fsutil import atomic_write_bytes
+from ..limits import MAX_MIDI_BYTES
 from . import gm
 from .codec import Note
 from .vocab import DRUM_INSTRUMENT, TIME_RESOLUTION
@@ -37,6 +38,10 @@ UNCLOSED_DURATION = TIME_RESOLUTION // 4  # ticks given to a note that never end
 MICROSECONDS_PER_BEAT = 500_000  # 120 beats per minute ...
 TICKS_PER_BEAT = TIME_RESOLUTION // 2  # ... at 50 ticks a beat makes one MIDI tick exactly 10 ms
 TIME_SIGNATURE = (4, 4)
+# SMPTE time division (a negative division in the header): frames per second by the header's code. 29 is
+# NTSC's drop-frame rate, 30000/1001 frames per second in real time.
+MIB = 1024 * 1024
+SMPTE_FPS = {24: 24.0, 25: 25.0, 29: 30_000 / 1001, 30: 30.0}
 
 # Order of simultaneous messages in a written track: notes that end here release
 # their key before notes that start here strike it; a zero-length note ends
@@ -74,13 +79,23 @@ def load_midi_file(path: str | os.PathLike[str]) -> mido.MidiFile:
     if not path.is_file():
         raise UserError(f"{path}: no such file" if not path.exists() else f"{path} is not a file")
     try:
+        _check_size(path.stat().st_size, str(path))  # before reading: the size decides the memory parsing takes
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return parse_midi_bytes(data, name=str(path))
 
 
+def _check_size(size: int, name: str) -> None:
+    if size > MAX_MIDI_BYTES:
+        raise UserError(
+            f"{name} is {size / MIB:.1f} MiB; midillm-lite reads MIDI files up to {MAX_MIDI_BYTES / MIB:.0f} MiB "
+            "(about 350,000 notes): split it or cut the part you need"
+        )
+
+
 def parse_midi_bytes(data: bytes, *, name: str = "input") -> mido.MidiFile:
+    _check_size(len(data), name)
     try:
         # clip=True: out-of-range data bytes (a common corruption) are clipped rather than fatal.
         midi = mido.MidiFile(file=io.BytesIO(data), clip=True)
@@ -88,7 +103,42 @@ def parse_midi_bytes(data: bytes, *, name: str = "input") -> mido.MidiFile:
         raise UserError(f"{name} is not a readable MIDI file ({_reason(exc)})") from exc
     if midi.type == 2:
         raise UserError(f"{name} is a type 2 MIDI file (independent sequences), which has no single timeline")
+    if midi.ticks_per_beat == 0:
+        raise UserError(f"{name} is not a readable MIDI file (its header gives a time division of 0 ticks)")
+    if midi.ticks_per_beat < 0:
+        fps, ticks_per_frame = _smpte(midi.ticks_per_beat)
+        if fps not in SMPTE_FPS or ticks_per_frame == 0:
+            raise UserError(
+                f"{name} is not a readable MIDI file (SMPTE time division of {fps} frames per second and "
+                f"{ticks_per_frame} ticks per frame; frames per second must be 24, 25, 29 or 30)"
+            )
     return midi
+
+
+def _smpte(division: int) -> tuple[int, int]:
+    """(frames-per-second code, ticks per frame) of a negative header division, as mido reads it (signed 16-bit)."""
+    return -(division >> 8), division & 0xFF
+
+
+def timed_messages(midi: mido.MidiFile) -> Iterable[tuple[float, mido.Message]]:
+    """(seconds since the start, message) for every message of the merged tracks, under either time division.
+
+    Metrical files (ticks per beat) follow the tempo map, as mido plays them. mido reads an SMPTE division
+    (ticks per frame at a frame rate, tempo-free) as a negative ticks-per-beat and would run time backwards,
+    so those are timed here: a tick lasts 1 / (frames per second x ticks per frame).
+    """
+    if midi.ticks_per_beat > 0:
+        now = 0.0
+        for message in midi:  # mido applies the tempo map: message.time is the delta in seconds
+            now += message.time
+            yield now, message
+        return
+    fps, ticks_per_frame = _smpte(midi.ticks_per_beat)
+    seconds_per_tick = 1.0 / (SMPTE_FPS[fps] * ticks_per_frame)
+    ticks = 0
+    for message in midi.merged_track:  # delta times in ticks
+        ticks += message.time
+        yield ticks * seconds_per_tick, message
 
 
 def _reason(exc: Exception) -> str:
@@ -117,9 +167,7 @@ def midi_to_notes(midi: mido.MidiFile) -> MidiRead:
     pitches: list[int] = []
     programs = defaultdict(int)  # channel -> current program; General MIDI starts at 0
     sounding: dict[tuple[int, int], deque[tuple[int, float]]] = defaultdict(deque)  # (channel, pitch)
-    now = 0.0
-    for message in midi:  # mido applies the tempo map: message.time is in seconds
-        now += message.time
+    for now, message in timed_messages(midi):
         if message.type == "program_change":
             programs[message.channel] = message.program
         elif message.type == "note_on" and message.velocity > 0:

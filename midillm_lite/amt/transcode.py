@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -10,10 +11,12 @@ from pathlib import Path
 
 import mido
 
+from ..errors import check_range
 from ..fsutil import check_writable_target
+from ..limits import MAX_INPUT_SECONDS
 from . import gm
 from .codec import REPAIRS, Decoded, Note, decode_tokens, encode_notes, length_seconds, shift_notes
-from .midi import notes_to_midi, read_midi, save_midi
+from .midi import midi_bytes, notes_to_midi, read_midi, save_midi
 from .tokens_file import STDIO, read_tokens, write_tokens
 from .vocab import TIME_RESOLUTION, to_full
 
@@ -79,10 +82,15 @@ def decoded_to_midi(decoded: Decoded, *, notes: Sequence[Note] | None = None) ->
 
 
 def decode_file(tokens: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool = False) -> MusicSummary:
-    """Token file (or `-` for stdin) -> MIDI file, written atomically."""
-    check_writable_target(Path(out), force=force)  # before any work: fail fast on a taken name
+    """Token file (or `-` for stdin) -> MIDI file written atomically, or its bytes on standard output for `-`."""
+    if str(out) != STDIO:
+        check_writable_target(Path(out), force=force)  # before any work: fail fast on a taken name
     midi, summary = tokens_to_midi(read_tokens(tokens))
-    save_midi(midi, out, force=force)
+    if str(out) == STDIO:
+        sys.stdout.buffer.write(midi_bytes(midi))
+        sys.stdout.flush()
+    else:
+        save_midi(midi, out, force=force)
     return summary
 
 
@@ -105,6 +113,7 @@ def encode_file(
     start: float = 0.0,
 ) -> EncodeSummary:
     """MIDI file -> token file (AMT ids, or full-vocabulary ids), from `start` seconds on."""
+    check_range("start", start, 0, MAX_INPUT_SECONDS)
     if str(out) != STDIO:
         check_writable_target(Path(out), force=force)
     read = read_midi(midi)

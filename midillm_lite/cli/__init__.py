@@ -68,6 +68,18 @@ def _is_usage_error(exc: Exception) -> bool:
     return callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int)
 
 
+def _show_usage_error(exc: Exception) -> None:
+    """A usage error as one line, like every other error: what was wrong, then where help is."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help is the answer, not an error
+        exc.show()
+        return
+    message = " ".join(str(exc.format_message()).split())  # click's messages may wrap; ours are one line
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "midillm-lite"
+    hint = f" (see `{command} --help`)"
+    typer.echo(f"error: {message}{hint}", err=True)
+
+
 @contextlib.contextmanager
 def _terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM gets the Ctrl-C treatment in every command, so cleanups (temporary .part files) run.
@@ -114,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0)
     except Exception as exc:
         if _is_usage_error(exc):
-            exc.show()
+            _show_usage_error(exc)
             sys.exit(exc.exit_code)
         if os.environ.get("MIDILLM_DEBUG"):
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,9 @@ import typer
 from ..amt import vocab
 from ..amt.tokens_file import STDIO
 from ..amt.transcode import decode_file, encode_file
+from ..errors import Opt, UserError
 from . import app
+from .params import INPUT_SECONDS, parser
 
 ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT if it exists.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
@@ -30,20 +33,23 @@ def decode_command(
     ],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="MIDI file to write.", show_default="TOKENS with .mid"),
+        typer.Option("--out", "-o", help="MIDI file to write (`-`: stdout).", show_default="TOKENS with .mid"),
     ] = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write the MIDI file a token sequence describes; any integers decode, repairs are counted."""
     target = out or _default_out(tokens, ".mid")
+    to_stdout = str(target) == STDIO
+    if to_stdout and sys.stdout.isatty():
+        raise UserError("a MIDI file is binary: redirect standard output (`> out.mid`) or give ", Opt("out"), " FILE")
     summary = decode_file(tokens, target, force=force)
     if not summary.notes:
         typer.echo(f"warning: {tokens} holds no notes; wrote an empty MIDI file", err=True)
-    if as_json:
+    if as_json and not to_stdout:
         typer.echo(json.dumps({"path": str(target), **summary.to_dict()}, indent=2))
-    else:
-        typer.echo(f"wrote {target}: {summary.describe()}")
+    else:  # with `-o -` stdout holds the MIDI bytes: the summary goes to stderr
+        typer.echo(f"wrote {target}: {summary.describe()}", err=to_stdout)
 
 
 @app.command("encode")
@@ -64,8 +70,9 @@ def encode_command(
         float,
         typer.Option(
             "--start",
-            min=0.0,
-            help=f"Encode from this many seconds on (AMT times reach {vocab.MAX_TIME_SECONDS} s).",
+            parser=parser(INPUT_SECONDS),
+            help=f"Encode from this many seconds on ({INPUT_SECONDS.describe()}; AMT times reach "
+            f"{vocab.MAX_TIME_SECONDS} s from there).",
         ),
     ] = 0.0,
     force: ForceOption = False,

@@ -16,6 +16,7 @@ from ..convert import DEFAULT_QUANT, QUANT_NAMES, ProgressCallback, convert
 from ..layouts import LAYOUT_STANDARD, LAYOUTS
 from ..modelinfo import ModelInfo, read_model_info
 from . import app
+from .params import THREADS, parser
 
 QuantChoice = Enum("QuantChoice", {name: name for name in QUANT_NAMES}, type=str)  # typer shows the choices
 DEFAULT_CHOICE = QuantChoice(DEFAULT_QUANT)
@@ -37,8 +38,15 @@ def convert_command(
     quant: Annotated[QuantChoice, typer.Option("--quant", "-q", help="Weight type of the GGUF.")] = DEFAULT_CHOICE,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT if it exists.")] = False,
     threads: Annotated[
-        int, typer.Option("--threads", "-t", min=0, help="Threads for llama.cpp's K-quantizer (0: all cores).")
-    ] = 0,
+        int | None,
+        typer.Option(
+            "--threads",
+            "-t",
+            parser=parser(THREADS),
+            help=f"Threads for llama.cpp's K-quantizer ({THREADS.describe()}).",
+            show_default="all cores",
+        ),
+    ] = None,
     layout: Annotated[
         LayoutChoice,
         typer.Option(
@@ -51,7 +59,7 @@ def convert_command(
 ) -> None:
     """Convert a MIDI-LLM checkpoint to a GGUF file llama.cpp runs."""
     with _progress_bar() as progress:
-        result = convert(source, out, quant=quant.value, force=force, threads=threads or None, progress=progress,
+        result = convert(source, out, quant=quant.value, force=force, threads=threads, progress=progress,
                          layout=layout.value)  # fmt: skip
     if as_json:
         typer.echo(json.dumps({**result.__dict__, "path": str(result.path), "companion": result.companion and

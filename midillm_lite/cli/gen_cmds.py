@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -11,26 +13,52 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..amt import vocab
-from ..bench import DEFAULT_NS, DEFAULT_STEPS, MIN_STEPS
+from ..bench import DEFAULT_NS, DEFAULT_STEPS
 from ..errors import EXIT_INTERRUPTED, UserError
 from ..llamacpp import DEVICES
 from ..outputs import DEFAULT_ROOT, new_output_dir, prepare_output_dir, write_output, write_prompt, write_stats
 from . import app
+from .params import (
+    GPU_LAYERS,
+    INPUT_SECONDS,
+    MAX_TOKENS,
+    OUTPUTS,
+    SECONDS,
+    SEED,
+    STEPS,
+    TEMPERATURE,
+    THREADS,
+    TOP_K,
+    TOP_P,
+    parse_counts,
+    parser,
+)
 from .progress import Progress
 
 if TYPE_CHECKING:
     from ..models import ModelChoice
 
+NOT_UTF8 = "Bytes that are not UTF-8 become U+FFFD, with a warning naming where."
 DEMO_NOTE = "demo model bundled with midillm-lite; run `midillm-lite models` to get MIDI-LLM"
 
 
 Device = Enum("Device", {name: name for name in DEVICES}, type=str)  # typer shows the choices
 AUTO_DEVICE = Device("auto")
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(
+        parser=parser(THREADS),
+        help=f"CPU threads ({THREADS.describe()}).",
+        show_default="performance cores, less one above 4",
+    ),
+]
 
 
 @app.command("gen")
 def gen_command(
-    prompt: Annotated[str | None, typer.Argument(metavar="PROMPT", help="What the music should be.")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(metavar="PROMPT", help="What the music should be. " + NOT_UTF8)
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(
@@ -40,7 +68,15 @@ def gen_command(
             show_default="best model found locally",
         ),
     ] = None,
-    n_outputs: Annotated[int, typer.Option("--n-outputs", "-n", help="Outputs per prompt, decoded together.")] = 4,
+    n_outputs: Annotated[
+        int,
+        typer.Option(
+            "--n-outputs",
+            "-n",
+            parser=parser(OUTPUTS),
+            help=f"Outputs per prompt, decoded together ({OUTPUTS.describe()}).",
+        ),
+    ] = 4,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -53,39 +89,63 @@ def gen_command(
     temperature: Annotated[
         float | None,
         typer.Option(
-            help="Sampling temperature; 0 or less is greedy.", show_default=f"model's, {vocab.DEFAULT_TEMPERATURE}"
+            parser=parser(TEMPERATURE),
+            help="Sampling temperature, a finite number; 0 or less is greedy.",
+            show_default=f"model's, {vocab.DEFAULT_TEMPERATURE}",
         ),
     ] = None,
     top_p: Annotated[
         float | None,
         typer.Option(
-            "--top-p", help="Nucleus sampling mass in (0, 1].", show_default=f"model's, {vocab.DEFAULT_TOP_P}"
+            "--top-p",
+            parser=parser(TOP_P),
+            help=f"Nucleus sampling mass in {TOP_P.describe()}.",
+            show_default=f"model's, {vocab.DEFAULT_TOP_P}",
         ),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Keep only the k likeliest tokens (0: off).")] = 0,
-    seed: Annotated[int | None, typer.Option(help="Random seed; recorded in the stats.", show_default="random")] = None,
+    top_k: Annotated[
+        int,
+        typer.Option("--top-k", parser=parser(TOP_K), help=f"Keep only the k likeliest tokens ({TOP_K.describe()})."),
+    ] = 0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            parser=parser(SEED), help=f"Random seed in {SEED.describe()}; recorded in the stats.", show_default="random"
+        ),
+    ] = None,
     max_tokens: Annotated[
         int | None,
         typer.Option(
             "--max-tokens",
-            help=f"New tokens per output ({vocab.TOKENS_PER_NOTE} per note).",
+            parser=parser(MAX_TOKENS),
+            help=f"New tokens per output ({vocab.TOKENS_PER_NOTE} per note; {MAX_TOKENS.describe()}).",
             show_default=f"model's, {vocab.DEFAULT_MAX_TOKENS}",
         ),
     ] = None,
-    seconds: Annotated[float | None, typer.Option(help="Stop an output once its music reaches this length.")] = None,
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            parser=parser(SECONDS), help=f"Stop an output once its music reaches this length, in {SECONDS.describe()}."
+        ),
+    ] = None,
     prompts_file: Annotated[
-        Path | None, typer.Option("--prompts-file", help="One prompt per line (# comments); the model loads once.")
+        Path | None,
+        typer.Option("--prompts-file", help="One prompt per line (# comments); the model loads once. " + NOT_UTF8),
     ] = None,
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Prompt loop; the model loads once.")
     ] = False,
     device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = AUTO_DEVICE,
     gpu_layers: Annotated[
-        int | None, typer.Option("--gpu-layers", help="Layers to offload (-1: all).", show_default="all on a GPU")
+        int | None,
+        typer.Option(
+            "--gpu-layers",
+            parser=parser(GPU_LAYERS),
+            help=f"Layers to offload ({GPU_LAYERS.describe()}).",
+            show_default="all on a GPU",
+        ),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads.", show_default="performance cores, less one above 4")
-    ] = None,
+    threads: ThreadsOption = None,
     strict: Annotated[
         bool, typer.Option("--strict/--free", help="Strict: well-formed notes only. Free: the reference's sampler.")
     ] = True,
@@ -93,7 +153,12 @@ def gen_command(
         Path | None, typer.Option("--continue", help="Continue this MIDI file; the output holds both.")
     ] = None,
     from_seconds: Annotated[
-        float | None, typer.Option("--from", help="With --continue: cut the piece here and continue from it.")
+        float | None,
+        typer.Option(
+            "--from",
+            parser=parser(INPUT_SECONDS),
+            help=f"With --continue: cut the piece here (seconds, {INPUT_SECONDS.describe()}) and continue from it.",
+        ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Write into a non-empty --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print each generation's stats as one JSON line.")] = False,
@@ -103,7 +168,7 @@ def gen_command(
     from ..amt.continuation import prepare_continuation
     from ..generate import Generator
 
-    prompts = _prompts(prompt, prompts_file, interactive)
+    prompts = _prompts(prompt, prompts_file, interactive, quiet=quiet)
     batch = prompts_file is not None or interactive
     root = out or DEFAULT_ROOT
     if not batch and out is not None:
@@ -168,51 +233,114 @@ def contention_hint(result) -> str | None:
     return f"hint: other programs were using the CPU ({got}), so this was far slower than this machine can be; {fix}"
 
 
-def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool) -> Iterator[str]:
+def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool, *, quiet: bool) -> Iterator[str]:
     given = sum(x for x in (prompt is not None, prompts_file is not None, interactive))
     if given != 1:
         raise UserError("give exactly one of: a PROMPT, --prompts-file FILE, or --interactive")
     if prompt is not None:
-        return iter([prompt])
+        text, replaced = _valid_text(prompt)
+        if replaced:
+            _warn_replaced("the PROMPT argument")
+        return iter([text])
     if prompts_file is not None:
         return iter(_read_prompts(prompts_file))
-    return _ask()
+    return _ask(quiet=quiet)
+
+
+# Text that is not UTF-8 (a Latin-1 terminal, a file saved in another encoding) is not refused: each undecodable
+# byte becomes U+FFFD, the replacement character, and a warning says where, so the rest of the description still
+# counts. Python hands such bytes over as lone surrogates (argv and stdin under surrogateescape).
+REPLACEMENT = "\ufffd"
+SURROGATES = range(0xD800, 0xE000)
+
+
+def _valid_text(text: str) -> tuple[str, bool]:
+    """`text` with every lone surrogate (an undecodable byte) replaced by U+FFFD, and whether any was."""
+    if not any(ord(c) in SURROGATES for c in text):
+        return text, False
+    return "".join(REPLACEMENT if ord(c) in SURROGATES else c for c in text), True
+
+
+def _warn_replaced(where: str) -> None:
+    typer.echo(f"warning: {where} is not valid UTF-8; its undecodable bytes became U+FFFD", err=True)
+
+
+def _decode_lines(data: bytes) -> tuple[list[str], list[int]]:
+    """Lines of `data` decoded as UTF-8 (bad bytes -> U+FFFD), and the 1-based numbers of the lines that had any."""
+    lines, bad = [], []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(raw.decode("utf-8", "replace"))
+            bad.append(number)
+    return lines, bad
+
+
+def _line_list(numbers: list[int], shown: int = 3) -> str:
+    head = ", ".join(map(str, numbers[:shown]))
+    more = f" and {len(numbers) - shown} more" if len(numbers) > shown else ""
+    return f"line{'s' if len(numbers) > 1 else ''} {head}{more}"
 
 
 def _read_prompts(path: Path) -> list[str]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise UserError(f"{path}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read prompts from {path}: {exc}") from exc
+    except OSError as exc:
+        raise UserError(f"cannot read prompts from {path}: {exc.strerror or exc}") from exc
+    lines, bad = _decode_lines(data.removeprefix(b"\xef\xbb\xbf"))  # a BOM is not part of the first prompt
+    if bad:
+        _warn_replaced(f"{path} {_line_list(bad)}")
     prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise UserError(f"{path} holds no prompts (one per line; # starts a comment)")
     return prompts
 
 
-def _ask() -> Iterator[str]:
-    """Prompts typed at the terminal until an empty line, EOF or Ctrl-C at the prompt."""
+ASK = "describe the music (empty line to quit)> "
+
+
+def _ask(*, quiet: bool = False) -> Iterator[str]:
+    """Prompts read from standard input until an empty line, EOF or Ctrl-C at the prompt.
+
+    The question goes to stderr (stdout may carry --json lines), and only to a person: not with --quiet, and not
+    when standard input is a file or a pipe.
+    """
+    with contextlib.suppress(AttributeError, ValueError):  # a replaced stdin (tests, embedding) keeps its own
+        sys.stdin.reconfigure(errors="surrogateescape")  # type: ignore[union-attr]
+    ask = "" if quiet or not sys.stdin.isatty() else ASK
+    number = 0
     while True:
         try:
-            text = input("describe the music (empty line to quit)> ")
+            if ask:
+                sys.stderr.write(ask)
+                sys.stderr.flush()
+            text = input()
         except (EOFError, KeyboardInterrupt):
-            typer.echo("", err=True)
+            if ask:
+                typer.echo("", err=True)
             return
+        number += 1
         if not text.strip():
             return
+        text, replaced = _valid_text(text)
+        if replaced:
+            _warn_replaced(f"standard input line {number}")
         yield text
 
 
 @app.command("bench")
 def bench_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="GGUF file, registry name or hub repo id.")] = None,
-    ns: Annotated[str, typer.Option("--n", help="Comma-separated numbers of parallel outputs.")] = ",".join(
-        map(str, DEFAULT_NS)
-    ),
-    steps: Annotated[int, typer.Option(min=MIN_STEPS, help="Tokens generated per output for each n.")] = DEFAULT_STEPS,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.", show_default="physical cores")] = None,
+    ns: Annotated[
+        str, typer.Option("--n", help=f"Comma-separated numbers of parallel outputs, each {OUTPUTS.describe()}.")
+    ] = ",".join(map(str, DEFAULT_NS)),
+    steps: Annotated[
+        int, typer.Option(parser=parser(STEPS), help=f"Tokens generated per output for each n ({STEPS.describe()}).")
+    ] = DEFAULT_STEPS,
+    threads: ThreadsOption = None,
     device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = AUTO_DEVICE,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
@@ -220,7 +348,7 @@ def bench_command(
     from ..bench import format_table, run_bench
     from ..models import find_model
 
-    counts = _parse_counts(ns)
+    counts = parse_counts(ns)
     choice = find_model(model)
     rows = run_bench(choice.path, ns=counts, steps=steps, threads=threads, device=device.value)
     if as_json:
@@ -228,13 +356,3 @@ def bench_command(
     else:
         typer.echo(model_line(choice))
         typer.echo(format_table(rows))
-
-
-def _parse_counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise UserError(f"--n takes comma-separated integers like 1,2,4,8, not {text!r}") from exc
-    if not counts or any(c < 1 for c in counts):
-        raise UserError(f"--n needs positive counts, not {text!r}")
-    return counts

@@ -9,6 +9,7 @@ reader, so its working copy keeps only the header and leaves the data as a spars
 from __future__ import annotations
 
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -39,18 +40,29 @@ def _read(path: Path) -> ModelInfo | None:
     return info
 
 
-def _compact_gguf(path: Path, real: Path) -> None:
-    """Every scalar key of the real model (no token arrays: n_vocab comes from llama.vocab_size) and 3 tensors."""
-    meta = read_gguf_metadata(real)
-    writer = gguf.GGUFWriter(path, "llama")
-    reader = gguf.GGUFReader(real)
-    for field in reader.fields.values():
+def _scalar_fields(real: Path) -> list[tuple[str, object, gguf.GGUFValueType]]:
+    """(name, value, type) of every scalar key of the real model (GGUFReader is slow: read it once per module)."""
+    fields = []
+    for field in gguf.GGUFReader(real).fields.values():
         if field.name.startswith("GGUF.") or field.name == "general.architecture":
             continue
-        kind = field.types[0]
-        if kind == gguf.GGUFValueType.ARRAY:
-            continue
-        writer.add_key_value(field.name, field.contents(), kind)
+        if field.types[0] != gguf.GGUFValueType.ARRAY:
+            fields.append((field.name, field.contents(), field.types[0]))
+    return fields
+
+
+def _compact_gguf(
+    path: Path, real: Path, overrides: dict[str, object] | None = None, scalars: list | None = None
+) -> None:
+    """Every scalar key of the real model (no token arrays: n_vocab comes from llama.vocab_size) and 3 tensors.
+
+    `overrides` replaces the values of some keys (written with the type the real file has).
+    """
+    meta = read_gguf_metadata(real)
+    writer = gguf.GGUFWriter(path, "llama")
+    overrides = overrides or {}
+    for name, value, kind in scalars if scalars is not None else _scalar_fields(real):
+        writer.add_key_value(name, overrides.get(name, value), kind)
     writer.add_array("tokenizer.ggml.merges", ["a b", "c d"])  # one short string array to walk
     writer.add_tensor("small.weight", np.arange(8, dtype=np.float32))
     writer.add_tensor("pair.weight", np.ones((2, 4), dtype=np.float16))
@@ -239,3 +251,72 @@ def nested_arrays_gguf(path: Path, depth: int) -> Path:
 def test_deeply_nested_arrays_are_a_user_error(tmp_path) -> None:
     with pytest.raises(UserError):
         read_gguf_metadata(nested_arrays_gguf(tmp_path / "nested.gguf", 5000))
+
+
+CHECKED_KEYS = [key for key in gguf_keys.KEYS if key.check is not None]
+
+
+def _values_of(key: gguf_keys.Key) -> st.SearchStrategy:
+    """Values of the key's GGUF type: the converter's own, its neighbours, and anything else the type holds."""
+    own = key.source(gguf_keys.Provenance("r", "local", "0")) if key.source else None
+    if key.type == gguf.GGUFValueType.UINT32:
+        near = [own + d for d in (-1, 0, 1) if own is not None and own + d >= 0]
+        return st.one_of(st.sampled_from([*near, 0, vocab.TEXT_VOCAB_SIZE - 1, vocab.FULL_VOCAB_SIZE, 2**32 - 1]),
+                         st.integers(0, 2**32 - 1))  # fmt: skip
+    if key.type == gguf.GGUFValueType.FLOAT32:
+        return st.floats(width=32, allow_nan=True, allow_infinity=True)
+    return st.one_of(st.sampled_from([own, "", "standard", "midi-head", "MIDI-HEAD"]), st.text(max_size=12))
+
+
+@pytest.fixture(scope="module")
+def lying_path(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fuzz-lies") / "lying.gguf"
+
+
+@pytest.fixture(scope="module")
+def scalars(tiny_gguf) -> list:
+    return _scalar_fields(tiny_gguf())
+
+
+@fuzz_settings(scale=0.25)
+@given(data=st.data())
+def test_every_midillm_value_is_checked_against_what_it_describes(tiny_gguf, lying_path, scalars, data) -> None:
+    key = data.draw(st.sampled_from(CHECKED_KEYS))
+    value = data.draw(_values_of(key))
+    _compact_gguf(lying_path, tiny_gguf(), {key.name: value}, scalars)
+    fields = read_gguf_metadata(lying_path).fields
+    stored = fields[key.name]  # float32 keys come back rounded
+    try:
+        info = read_model_info(lying_path)
+    except UserError as exc:
+        assert "\n" not in str(exc)
+        # The key itself, or one that depends on it (max_new_tokens on train_context_length), must be wrong.
+        wrong = [k.name for k in CHECKED_KEYS if k.name in fields and not k.check(fields[k.name], fields)]
+        if not wrong and key.name == gguf_keys.LAYOUT:  # a known layout this file's vocabulary does not match
+            assert "layout" in str(exc)
+            return
+        assert wrong, f"{key.name}={stored!r} is valid but refused: {exc}"
+        assert wrong[0] in str(exc)
+        return
+    assert key.check(stored, fields), f"{key.name}={stored!r} was accepted"
+    assert info.text_vocab_size == vocab.TEXT_VOCAB_SIZE and info.autoregress_token_id == vocab.MIDI_AUTOREGRESS_ID
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (gguf_keys.AUTOREGRESS_ID, 5),  # a text id: the prompt would have no MIDI part (was StopIteration)
+        (gguf_keys.AUTOREGRESS_ID, vocab.FULL_VOCAB_SIZE),  # past the vocabulary (was llama_decode failed -1)
+        (gguf_keys.TEXT_VOCAB_SIZE, 0),
+        (gguf_keys.MIDI_VOCAB_SIZE, vocab.FULL_VOCAB_SIZE),
+        (gguf_keys.TOP_P, 0.0),
+        (gguf_keys.TEMPERATURE, float("nan")),
+        (gguf_keys.MAX_NEW_TOKENS, 0),
+        (gguf_keys.MAX_NEW_TOKENS, 2**32 - 1),
+        (gguf_keys.TRAIN_CONTEXT_LENGTH, 0),
+    ],
+)
+def test_lying_control_values_are_one_line_at_read(tiny_gguf, lying_path, scalars, key, value) -> None:
+    _compact_gguf(lying_path, tiny_gguf(), {key: value}, scalars)
+    with pytest.raises(UserError, match=re.escape(key) + " is .*; it must be"):
+        read_model_info(lying_path)

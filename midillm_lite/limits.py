@@ -1,0 +1,26 @@
+"""The allowed range of every numeric setting: one owner for the library's checks and the CLI's option parsers.
+
+Each limit is where a number stops making sense or starts to break something
+below it; the CLI states these ranges in its messages, and the library checks
+them again (errors.check_range) for Python callers. Nothing here imports
+llama.cpp, so the CLI can read the limits without loading it.
+"""
+
+from __future__ import annotations
+
+from .amt.vocab import MAX_TIME_SECONDS, MIDI_VOCAB_SIZE
+
+MAX_OUTPUTS = 32  # each sequence holds its own ~2k-token KV cache; beyond this memory, not speed, is the limit
+MAX_CONTEXT = 131_072  # Llama 3.2's context length: no MIDI-LLM sequence holds more
+MAX_NEW_TOKENS = MAX_CONTEXT  # the model's own context may allow fewer
+MAX_SECONDS = MAX_TIME_SECONDS  # a --seconds stop: AMT arrival times end at 100 s, a longer limit is never reached
+MAX_INPUT_SECONDS = 86_400  # a time inside an existing piece (cut, start): a day, far past music, far from overflow
+# mido holds every message of a file as an object (about 270 bytes of memory per byte of a dense file: a 20 MB file
+# took 5.6 GB), so MIDI files are bounded before parsing: 2 MiB (~350k notes, far past what AMT's 100 s windows use)
+# peaked at 0.61 GB; 4 MiB took 1.19 GB.
+MAX_MIDI_BYTES = 2 * 1024 * 1024
+MAX_TOP_K = MIDI_VOCAB_SIZE  # keeping every MIDI id is the same as no top-k
+MAX_SEED = 2**64 - 1  # seeds are recorded in the JSON stats; 64 bits stay exact for any reader of those
+MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS: its thread pool holds no more
+ALL_LAYERS = -1  # llama.cpp: offload every layer
+MAX_GPU_LAYERS = 1024  # more layers than any Llama has; llama.cpp takes a count past the model's as "all"
