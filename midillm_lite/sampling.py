@@ -32,7 +32,6 @@ from .amt.vocab import (
     TOKENS_PER_NOTE,
 )
 from .errors import Opt, UserError, check_range
-from .limits import MAX_TOP_K
 
 # The reference rejects a sample whose busiest onset carries more than this many notes.
 MAX_SIMULTANEOUS_NOTES = 64
@@ -65,7 +64,9 @@ class SamplingParams:
         if not isinstance(self.temperature, int | float) or not math.isfinite(self.temperature):
             raise UserError(Opt("temperature"), f" must be a finite number (0 or less: greedy), not {self.temperature}")
         check_range("top_p", self.top_p, 0.0, 1.0, lo_open=True)  # 1 switches it off
-        check_range("top_k", self.top_k, 0, MAX_TOP_K, integer=True)  # 0 switches it off
+        # 0 switches it off; a k beyond the vocabulary keeps every id, the same as off, so it is not an error here
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise UserError(Opt("top_k"), f" must be 0 (off) or a positive integer, not {self.top_k!r}")
         return self
 
     @property
