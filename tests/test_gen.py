@@ -82,18 +82,26 @@ def test_json_summary(model, tmp_path, capsys):
     assert [Path(o["file"]).name for o in result["outputs"]] == ["gen_1.mid", "gen_2.mid"]
 
 
-def test_greedy_outputs_are_identical(model, tmp_path, capsys):
+def test_greedy_outputs_are_identical_and_said_to_be(model, tmp_path, capsys):
     # With temperature 0 every sequence follows the argmax: equal outputs prove the shared prompt cache is right.
-    code, _, _ = gen([PROMPT, "-m", model, "-n", "3", "--temperature", "0", "-o", str(tmp_path / "g"), *FAST], capsys)
+    args = [PROMPT, "-m", model, "-n", "3", "--temperature", "0", "-o", str(tmp_path / "g"), "--max-tokens", "30"]
+    code, stdout, stderr = gen(args, capsys)
     outputs = token_files(tmp_path / "g")
     assert code == 0 and outputs[0] == outputs[1] == outputs[2]
+    assert "warning: a temperature of 0 is greedy decoding: all 3 outputs will be the same" in stderr
+    assert "3 outputs in" in stdout
+    assert json.loads((tmp_path / "g" / "generation_stats.json").read_text())["warnings"] == [
+        "a temperature of 0 is greedy decoding: all 3 outputs will be the same"
+    ]
 
 
 def test_seconds_limit(model, tmp_path, capsys):
     code, _, _ = gen([PROMPT, "-m", model, "-n", "2", "--seconds", "5", "-o", str(tmp_path / "s"),
                       "--max-tokens", "600", "--quiet"], capsys)  # fmt: skip
-    assert code == 0
-    for tokens in token_files(tmp_path / "s"):
+    stats = json.loads((tmp_path / "s" / "generation_stats.json").read_text())
+    # A random model's first arrival time may already lie past 5 s: that output has no notes, so it failed.
+    assert code == (1 if all(o["failed"] for o in stats["outputs"]) else 0)
+    for tokens in token_files(tmp_path / "s") + token_files(tmp_path / "s" / "rejected"):
         assert len(tokens) % 3 == 0 and all(t - TIME_OFFSET < 500 for t in tokens[0::3])
 
 
@@ -150,13 +158,63 @@ def test_continuation_holds_the_original_and_the_new_music(model, tmp_path, caps
         ([], "give exactly one of"),
         ([PROMPT, "--interactive"], "give exactly one of"),
         ([PROMPT * 5000], "shorten the description"),
-        ([PROMPT, "--max-tokens", "-5"], "must not be negative"),
+        ([PROMPT, "--max-tokens", "-5"], "--max-tokens must be at least 3"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line(model, tmp_path, capsys, args, message):
     code, _stdout, stderr = gen([*args, "-m", model, "-o", str(tmp_path / "o"), "--quiet"], capsys)
     assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
     assert not list(tmp_path.rglob("*.mid"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["  "], "the description is empty"),
+        ([PROMPT, "-n", "0"], "between 1 and"),
+        ([PROMPT, "--top-p", "0"], "top-p must be in (0, 1]"),
+        ([PROMPT, "--top-k", "-2"], "top-k must be 0"),
+        ([PROMPT, "--temperature", "inf"], "temperature must be a finite number"),
+        ([PROMPT, "--max-tokens", "0"], "--max-tokens must be at least 3"),
+        ([PROMPT, "--seconds", "-1"], "--seconds must be positive"),
+        ([PROMPT, "--from", "3"], "--from needs --continue"),
+        ([PROMPT, "--continue", "none.mid"], "no such file"),
+    ],
+)  # fmt: skip
+def test_arguments_are_checked_before_the_model(tmp_path, capsys, monkeypatch, args, message):
+    # The model named does not exist and loading is booby-trapped: only an argument check can answer.
+    def no_loading(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr("midillm_lite.generate.load_model", no_loading)
+    monkeypatch.setattr("midillm_lite.generate.find_model", no_loading)
+    monkeypatch.chdir(tmp_path)
+    code, _stdout, stderr = gen([*args, "-m", str(tmp_path / "none.gguf")], capsys)
+    assert code == 2 and message in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_a_batch_output_root_that_is_a_file_is_refused_before_the_model(tmp_path, capsys):
+    (tmp_path / "prompts.txt").write_text("a waltz\n")
+    (tmp_path / "root").write_text("a file")
+    code, _, stderr = gen(["--prompts-file", str(tmp_path / "prompts.txt"), "-o", str(tmp_path / "root"),
+                           "-m", str(tmp_path / "none.gguf")], capsys)  # fmt: skip
+    assert code == 2 and "is a file" in stderr, stderr
+
+
+def test_outputs_without_notes_are_failed_and_said(model, tmp_path, capsys, monkeypatch):
+    from midillm_lite.amt.codec import Decoded
+
+    monkeypatch.setattr("midillm_lite.generate.decode_tokens", lambda tokens: Decoded(notes=[]))
+    out = tmp_path / "f"
+    code, stdout, stderr = gen([PROMPT, "-m", model, "-n", "2", "-o", str(out), "--max-tokens", "30"], capsys)
+    assert code == 1, stderr  # errors.EXIT_NO_MUSIC: nothing usable came out
+    assert "no usable output: all 2 outputs failed (no notes)" in stderr and "(`midillm-lite models`)" in stderr
+    stats = json.loads((out / "generation_stats.json").read_text())
+    said = [f"its {o['tokens']} tokens decode to no notes" for o in stats["outputs"]]
+    assert [o["failed"] for o in stats["outputs"]] == said and all(o["tokens"] > 0 for o in stats["outputs"])
+    assert [o["rejected"] for o in stats["outputs"]] == [None, None]
+    assert sorted(p.name for p in (out / "rejected").glob("*.mid")) == ["gen_1.mid", "gen_2.mid"]
+    assert "2 outputs in" in stdout and f"failed: {said[0]}" in stdout
 
 
 def test_bad_models_and_folders(model, tmp_path, capsys):
@@ -213,10 +271,11 @@ def test_interrupt_keeps_partial_outputs(model, tmp_path, sig):
     assert "interrupted: partial outputs written" in stderr and "Traceback" not in stderr
     stats = json.loads((out / "generation_stats.json").read_text())
     assert stats["interrupted"] and all(o["partial"] for o in stats["outputs"])
-    for i in range(1, 5):
-        tokens = read_tokens(out / f"gen_{i}_tokens.txt")
+    for entry in stats["outputs"]:  # an output without notes yet is failed, so it lies under rejected/
+        midi = Path(entry["file"])
+        tokens = read_tokens(midi.with_name(f"{midi.stem}_tokens.txt"))
         assert 0 < len(tokens) < 2046
-        assert len(read_midi(out / f"gen_{i}.mid").notes) == len(decode_tokens(tokens).notes)
+        assert len(read_midi(midi).notes) == len(decode_tokens(tokens).notes)
     assert not list(out.glob(".*.part"))
 
 

@@ -128,7 +128,7 @@ def test_a_sample_the_reference_rejects_is_kept_under_rejected(tmp_path):
 
     crowded = [t for pitch in range(65) for t in (0, DUR_OFFSET + 10, NOTE_OFFSET + pitch)]  # 65 notes at time 0
     output = _make_output(0, crowded, None, partial=False)
-    assert output.rejected and "more than 64 notes at one onset" in output.rejected
+    assert output.rejected == "65 notes at one onset (the reference rejects more than 64)"
     assert output.summary.notes == 65 and not output.summary.repairs
     midi_path, tokens_path = write_output(tmp_path, output.index, output.tokens, output.midi, rejected=True)
     assert midi_path == tmp_path / "rejected" / "gen_1.mid" and tokens_path.read_text().count("\n") == 195
