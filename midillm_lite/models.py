@@ -1,4 +1,4 @@
-"""Which GGUF `--model` means (a path, a registry name, or a hub repo id converted on first use), the default, the list.
+"""Which GGUF `--model` means (a path, a registry name, or a checkpoint converted on first use), the default, the list.
 
 The registry (`registry.json`) lists known models best first: MIDI-LLM
 conversions, then the small demo model bundled with midillm-lite. The registry
@@ -8,13 +8,16 @@ whichever of the two this copy of the package has, so a checkout (and
 `pip install -e`) and an installed wheel (`pip install .`, pipx, uv) both find
 them. Models live in that folder or in the user model folder
 (`$MIDILLM_HOME/models`, default `~/.cache/midillm-lite/models`). Names are
-looked up, never joined into paths, so `--model ../../x` cannot escape. Nothing
-here touches the network except `_convert_from_hub`, which only `gen --model`
-reaches.
+looked up, never joined into paths, so `--model ../../x` cannot escape. A hub
+repo id or a local checkpoint folder is converted once into the user model
+folder (a folder's file name carries a fingerprint of its files, so a changed
+checkpoint is converted anew). Nothing here touches the network except
+`_convert_from_hub`, which only `gen --model` reaches.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -51,6 +54,9 @@ HUB_CONVERT_QUANT = "q4_k_m"
 # (same music, 1.2-1.3x faster, less memory; BENCHMARKS.md "Layouts"). `convert` keeps the standard one by default.
 CACHE_LAYOUT = LAYOUT_MIDI_HEAD
 GGUF_SUFFIX = ".gguf"
+CHECKPOINT_CONFIG = "config.json"  # what makes a folder a Hugging Face checkpoint
+LOCAL_PREFIX = "local--"  # file names of converted local checkpoint folders
+FINGERPRINT_CHARS = 12
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _QUANT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
@@ -270,19 +276,16 @@ def default_model() -> ModelChoice:
     if best is not None:
         return best
     hint = next((e for e in reversed(entries) if not e.bundled), None)
-    how = (
-        f"`midillm-lite gen --model {hint.repo} ...` downloads and converts it once, or "
-        f"`midillm-lite convert {hint.repo} -q {hint.quant} -o {user_model_dir() / hint.file}`"
-        if hint
-        else "`midillm-lite convert` makes one"
-    )
     missing = [e.file for e in entries if e.bundled]
     gone = f"; the bundled {', '.join(missing)} is missing too (a fresh clone or install has it)" if missing else ""
+    where = f"no model found in {' or '.join(map(str, _search_dirs()))}{gone}"
+    if hint is None:
+        raise UserError(f"{where}; pass ", Opt("model", "FILE.gguf"), " (`midillm-lite convert` makes one)")
+    assert hint.repo and hint.quant
     raise UserError(
-        f"no model found in {' or '.join(map(str, _search_dirs()))}{gone}; pass ",
-        Opt("model", "FILE.gguf"),
-        f" ({how})",
-    )
+        f"{where}; pass ", Opt("model", hint.repo), " to download and convert it once, or a GGUF made by "
+        f"`{convert_command(hint.repo, hint.quant, hint.file)}`",
+    )  # fmt: skip
 
 
 def find_model(model: str | os.PathLike[str] | None, *, allow_download: bool = True) -> ModelChoice:
@@ -295,7 +298,7 @@ def find_model(model: str | os.PathLike[str] | None, *, allow_download: bool = T
         entry = _registry_entry_for(path)
         return ModelChoice(entry.name if entry else _stem(path), path, entry)
     if path.is_dir():
-        raise UserError(f"{path} is a folder; pass a .gguf file (`midillm-lite convert` makes one from a checkpoint)")
+        return _checkpoint_folder(path, allow_download)
     by_name = {e.name: e for e in registry()}
     if text in by_name:
         entry = by_name[text]
@@ -334,6 +337,37 @@ def _stem(path: Path) -> str:
 def convert_command(repo: str, quant: str, file_name: str) -> str:
     """The command that makes what `gen --model` would convert for the cache (same type and layout)."""
     return f"midillm-lite convert {repo} -q {quant} --layout {CACHE_LAYOUT} -o {user_model_dir() / file_name}"
+
+
+def _checkpoint_folder(folder: Path, allow_conversion: bool) -> ModelChoice:
+    """A Hugging Face checkpoint folder, converted once (to HUB_CONVERT_QUANT) into the user model folder."""
+    if not (folder / CHECKPOINT_CONFIG).is_file():
+        raise UserError(f"{folder} is a folder without {CHECKPOINT_CONFIG}; give a .gguf file or a checkpoint folder")
+    file_name = local_file_name(folder)
+    target = user_model_dir() / file_name
+    if target.is_file():
+        return ModelChoice(_stem(target), target)
+    if not allow_conversion:
+        raise UserError(
+            f"{folder} is not converted yet; run `midillm-lite convert {folder} -q {HUB_CONVERT_QUANT} "
+            f"--layout {CACHE_LAYOUT} -o {target}`"
+        )
+    from .convert import convert  # the conversion stage loads only when needed
+
+    log.warning("converting %s (%s) to %s once; later runs reuse it", folder, HUB_CONVERT_QUANT, target)
+    convert(folder, target, quant=HUB_CONVERT_QUANT, layout=CACHE_LAYOUT)
+    return ModelChoice(_stem(target), target)
+
+
+def local_file_name(folder: Path, quant: str = HUB_CONVERT_QUANT) -> str:
+    """`local--NAME-FINGERPRINT-QUANT.gguf`: the fingerprint covers the folder's path and its files' sizes and times."""
+    folder = folder.resolve()
+    digest = hashlib.sha256(str(folder).encode())
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        stat = path.stat()
+        digest.update(f"\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip(".-") or "checkpoint"
+    return f"{LOCAL_PREFIX}{name}-{digest.hexdigest()[:FINGERPRINT_CHARS]}-{quant}{GGUF_SUFFIX}"
 
 
 def _convert_from_hub(entry: RegistryEntry, allow_download: bool) -> Path:

@@ -38,7 +38,7 @@ def gen_command(
         typer.Option(
             "--model",
             "-m",
-            help="GGUF file, registry name, or hub repo id (converted once).",
+            help="GGUF file, registry name, or hub repo id or checkpoint folder (converted once).",
             show_default="best model found locally",
         ),
     ] = None,
