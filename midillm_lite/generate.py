@@ -173,8 +173,10 @@ class Generator:
         device: str = "auto",
         gpu_layers: int | None = None,
         threads: int | None = None,
+        convert_progress: Callable[[str, int, int], None] | None = None,
     ):
-        self.choice: ModelChoice = find_model(model)  # its name, and whether it is the bundled demo
+        # Its name and whether it is the bundled demo; a hub repo or checkpoint folder is converted here, once.
+        self.choice: ModelChoice = find_model(model, progress=convert_progress)
         self.path = self.choice.path
         self.model: Model = load_model(self.path, n_threads=threads, n_gpu_layers=gpu_layers, device=device)
         self._sha256: str | None = None

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ def bundled_models_dir() -> Path:
 
 # The name says "repo" for history; tests patch REPO_MODELS and REGISTRY to point elsewhere.
 REPO_MODELS = bundled_models_dir()
+
+ConvertProgress = Callable[[str, int, int], None]  # convert's ProgressCallback, without importing the converter
 REGISTRY = REPO_MODELS / "registry.json"
 HOME_ENV = "MIDILLM_HOME"
 DEFAULT_HOME = Path("~/.cache/midillm-lite")
@@ -288,8 +291,13 @@ def default_model() -> ModelChoice:
     )  # fmt: skip
 
 
-def find_model(model: str | os.PathLike[str] | None, *, allow_download: bool = True) -> ModelChoice:
-    """The model for what the user typed (see the module docstring); converts a hub repo on first use."""
+def find_model(
+    model: str | os.PathLike[str] | None, *, allow_download: bool = True, progress: ConvertProgress | None = None
+) -> ModelChoice:
+    """The model for what the user typed (see the module docstring); converts a hub repo or folder on first use.
+
+    `progress` follows such a conversion (convert's (phase, done, total) callback).
+    """
     if model is None or str(model) == "":
         return default_model()
     text = str(model)
@@ -298,20 +306,20 @@ def find_model(model: str | os.PathLike[str] | None, *, allow_download: bool = T
         entry = _registry_entry_for(path)
         return ModelChoice(entry.name if entry else _stem(path), path, entry)
     if path.is_dir():
-        return _checkpoint_folder(path, allow_download)
+        return _checkpoint_folder(path, allow_download, progress)
     by_name = {e.name: e for e in registry()}
     if text in by_name:
         entry = by_name[text]
         found = _find_file(entry.file)
         if found is None and entry.bundled:
             raise UserError(f"{entry.file} (bundled with midillm-lite) is missing from {REPO_MODELS}")
-        return ModelChoice(entry.name, found or _convert_from_hub(entry, allow_download), entry)
+        return ModelChoice(entry.name, found or _convert_from_hub(entry, allow_download, progress), entry)
     if text.endswith(GGUF_SUFFIX) or (os.sep in text and not is_repo_id(text)):
         raise UserError(f"{text}: no such model file")
     if is_repo_id(text):
         file_name = hub_file_name(text)
         found = _find_file(file_name) or _convert_from_hub(
-            RegistryEntry(name=text, file=file_name, repo=text, quant=HUB_CONVERT_QUANT), allow_download
+            RegistryEntry(name=text, file=file_name, repo=text, quant=HUB_CONVERT_QUANT), allow_download, progress
         )
         return ModelChoice(_stem(found), found)
     names = ", ".join(by_name) or "none"
@@ -339,7 +347,7 @@ def convert_command(repo: str, quant: str, file_name: str) -> str:
     return f"midillm-lite convert {repo} -q {quant} --layout {CACHE_LAYOUT} -o {user_model_dir() / file_name}"
 
 
-def _checkpoint_folder(folder: Path, allow_conversion: bool) -> ModelChoice:
+def _checkpoint_folder(folder: Path, allow_conversion: bool, progress: ConvertProgress | None) -> ModelChoice:
     """A Hugging Face checkpoint folder, converted once (to HUB_CONVERT_QUANT) into the user model folder."""
     if not (folder / CHECKPOINT_CONFIG).is_file():
         raise UserError(f"{folder} is a folder without {CHECKPOINT_CONFIG}; give a .gguf file or a checkpoint folder")
@@ -355,7 +363,7 @@ def _checkpoint_folder(folder: Path, allow_conversion: bool) -> ModelChoice:
     from .convert import convert  # the conversion stage loads only when needed
 
     log.warning("converting %s (%s) to %s once; later runs reuse it", folder, HUB_CONVERT_QUANT, target)
-    convert(folder, target, quant=HUB_CONVERT_QUANT, layout=CACHE_LAYOUT)
+    convert(folder, target, quant=HUB_CONVERT_QUANT, layout=CACHE_LAYOUT, progress=progress)
     return ModelChoice(_stem(target), target)
 
 
@@ -370,7 +378,7 @@ def local_file_name(folder: Path, quant: str = HUB_CONVERT_QUANT) -> str:
     return f"{LOCAL_PREFIX}{name}-{digest.hexdigest()[:FINGERPRINT_CHARS]}-{quant}{GGUF_SUFFIX}"
 
 
-def _convert_from_hub(entry: RegistryEntry, allow_download: bool) -> Path:
+def _convert_from_hub(entry: RegistryEntry, allow_download: bool, progress: ConvertProgress | None) -> Path:
     assert entry.repo and entry.quant, "only entries with a repo are converted"
     target = user_model_dir() / entry.file
     if not allow_download:
@@ -378,7 +386,7 @@ def _convert_from_hub(entry: RegistryEntry, allow_download: bool) -> Path:
     from .convert import convert  # the conversion stage loads only when needed
 
     log.warning("converting %s (%s) to %s once; later runs reuse it", entry.repo, entry.quant, target)
-    convert(entry.repo, target, quant=entry.quant, layout=CACHE_LAYOUT)
+    convert(entry.repo, target, quant=entry.quant, layout=CACHE_LAYOUT, progress=progress)
     return target
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -287,3 +288,20 @@ def test_bench_prints_a_row_per_n(model, capsys):
     assert [r["n"] for r in rows] == [1, 2] and all(r["gen_tps"] > 0 for r in rows)
     code, _, stderr = run_cli(["bench", "-m", model, "--n", "0,x"], capsys)
     assert code == 2 and "--n takes comma-separated integers" in stderr
+
+
+def test_a_checkpoint_folder_as_model_is_converted_once_with_progress(tiny_checkpoint, tmp_path):
+    env = {**os.environ, "MIDILLM_HOME": str(tmp_path / "home")}
+    runs = []
+    for name in ("a", "b"):
+        run = subprocess.run(
+            [sys.executable, "-m", "midillm_lite", "gen", PROMPT, "-m", str(tiny_checkpoint), "-n", "1",
+             "-o", str(tmp_path / name), "--max-tokens", "30", "--threads", "2"],
+            capture_output=True, text=True, timeout=300, env=env,
+        )  # fmt: skip
+        assert run.returncode in (0, 1), run.stderr  # 1: a random model's one output may hold no notes
+        runs.append(run.stderr)
+    converted = list((tmp_path / "home" / "models").glob("local--*-q4_k_m.gguf"))
+    assert len(converted) == 1 and (tmp_path / "a" / "generation_stats.json").is_file()
+    assert "converting" in runs[0] and "convert: " in runs[0] and "MiB" in runs[0]  # progress off a terminal
+    assert "converting" not in runs[1] and "convert: " not in runs[1]  # the second run reuses the file

@@ -52,7 +52,7 @@ def convert_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Convert a MIDI-LLM checkpoint to a GGUF file llama.cpp runs."""
-    with _progress_bar() as progress:
+    with progress_display() as progress:
         result = convert(source, out, quant=quant.value, force=force, threads=threads or None, progress=progress,
                          layout=layout.value)  # fmt: skip
     if as_json:
@@ -67,8 +67,11 @@ def convert_command(
 
 
 @contextlib.contextmanager
-def _progress_bar() -> Iterator[ProgressCallback]:
+def progress_display(*, enabled: bool = True) -> Iterator[ProgressCallback | None]:
     """A rich bar per phase (amount, rate, time left) on a terminal; off one, a plain line every PLAIN_EVERY_S."""
+    if not enabled:
+        yield None
+        return
     if not sys.stderr.isatty():
         yield PlainProgress()
         return

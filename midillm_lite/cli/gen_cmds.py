@@ -128,7 +128,10 @@ def gen_command(
             typer.echo(f"warning: {warning}", err=True)
     no_music = False
     # SIGTERM reaches here as KeyboardInterrupt (cli.main), so it also keeps the partial outputs.
-    with Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads) as gen:
+    with _conversion_progress(quiet or as_json) as converting:  # only a hub repo or folder seen first is converted
+        generator = Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads,
+                              convert_progress=converting)  # fmt: skip
+    with generator as gen:
         if talk:
             typer.echo(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
         plan = ProgressPlan(
@@ -148,6 +151,12 @@ def gen_command(
             no_music = no_music or all(o.failed for o in result.outputs)
     if no_music:
         raise typer.Exit(EXIT_NO_MUSIC)
+
+
+def _conversion_progress(quiet: bool):
+    from .convert_cmds import progress_display
+
+    return progress_display(enabled=not quiet)
 
 
 def model_line(choice: ModelChoice, details: str = "") -> str:
