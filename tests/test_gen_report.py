@@ -136,3 +136,26 @@ def test_durations_read_as_clock_parts(seconds):
     elif whole < 3600:
         minutes, rest = text[:-1].split("m")
         assert int(minutes) * 60 + int(rest) == whole
+
+
+def test_final_table_on_a_narrow_terminal_never_cuts_a_file_name(monkeypatch, capsys):
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from midillm_lite.cli.progress import Progress
+
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    outputs = [*_outputs("ok", "ok", "rejected"), _make_output(3, [NOTE_OFFSET] * 3, None, partial=False)]
+    folder = Path("/a/long/way/down/midillm-out/20261129-195500-a-fiddle-tune-played-on-acoustic-guitar")
+    paths = [folder / ("" if o.usable else "rejected") / f"gen_{o.index}.mid" for o in outputs]
+    result = SimpleNamespace(outputs=outputs, seed=1, timings=Timings(generated=9, steps_s=1.0, prompt_tokens=5))
+    Progress.final_table(result, paths, folder)
+    shown = capsys.readouterr().out
+    assert str(folder) in shown.replace("\n", "")  # the folder once, whole
+    for name in ("gen_1.mid", "gen_2.mid", "rejected/gen_3.mid", "rejected/gen_4.mid"):
+        assert name in shown
+    assert "rejected/gen_3.mid: rejected: 65 notes at one onset" in shown
+    assert "rejected/gen_4.mid: failed: its 3 tokens decode to no notes" in shown
+    assert "4 outputs in" in shown

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -116,18 +117,22 @@ class Progress:
             for output, path in zip(result.outputs, paths, strict=True):
                 typer.echo(f"{path}: {output.summary.describe()}{_flags(output)}")
             return
-        table = Table(title=header, title_justify="left")
-        table.add_column("file", no_wrap=True)
-        for column in ("notes", "instruments", "seconds", "repairs"):
+        console = Console()
+        console.print(header, soft_wrap=True, highlight=False)  # the folder whole: the terminal wraps, never cuts
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        names = [_relative(path, folder) for path in paths]
+        # Short names, never squeezed: a narrow terminal wraps the instruments rather than cut "gen_1.mid".
+        table.add_column("file", min_width=max(map(len, names), default=4), overflow="fold")
+        for column in ("notes", "instruments", "seconds", "repairs", "status"):
             table.add_column(column)
-        table.add_column("", overflow="fold")
-        for output, path in zip(result.outputs, paths, strict=True):
+        for output, name in zip(result.outputs, names, strict=True):
             s = output.summary
-            table.add_row(
-                _relative(path, folder), str(s.notes), ", ".join(s.instruments) or "-", f"{s.seconds:.1f}",
-                str(s.repaired), _flags(output).strip(" ;"),
-            )  # fmt: skip
-        Console().print(table)
+            table.add_row(name, str(s.notes), ", ".join(s.instruments) or "-", f"{s.seconds:.1f}", str(s.repaired),
+                          _status(output))  # fmt: skip
+        console.print(table)
+        for output, name in zip(result.outputs, names, strict=True):  # the reasons in full, below the table
+            if _flags(output):
+                console.print(f"{name}: {_flags(output).removeprefix('; ')}", soft_wrap=True, highlight=False)
 
 
 def plural(count: int, noun: str) -> str:
@@ -150,6 +155,12 @@ def _flags(output: Output) -> str:
     if output.rejected:
         flags.append(f"rejected: {output.rejected}")
     return "; " + "; ".join(flags) if flags else ""
+
+
+def _status(output: Output) -> str:
+    words = [word for word, on in (("partial", output.partial), ("failed", output.failed),
+                                   ("rejected", output.rejected)) if on]  # fmt: skip
+    return ", ".join(words) or "ok"
 
 
 def _live_table(outputs: list[OutputProgress], text: str) -> Table:
