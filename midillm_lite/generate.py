@@ -307,13 +307,12 @@ def _check_prompt_length(prompt: int, prefix: int, trained: int) -> None:
 def _time_stop(seconds: float | None, *, strict: bool):
     """Stop a sequence when it samples an arrival time at or past the limit (that time token is dropped later).
 
-    The limit is `seconds`; in strict mode without it, AMT's last arrival time (see TIME_CEILING_TICKS).
+    The limit is `seconds`; in strict mode never later than AMT's last arrival time (see TIME_CEILING_TICKS).
     """
-    if seconds is not None:
-        limit = round(seconds * TIME_RESOLUTION)
-    elif strict:
-        limit = TIME_CEILING_TICKS
-    else:
+    limit = None if seconds is None else round(seconds * TIME_RESOLUTION)
+    if strict:
+        limit = TIME_CEILING_TICKS if limit is None else min(limit, TIME_CEILING_TICKS)
+    if limit is None:
         return None
 
     def stop(seq: int, tokens: list[int], state: NoteState) -> bool:

@@ -55,6 +55,7 @@ def test_strict_mode_ends_an_output_at_the_last_arrival_time():
     assert stop(0, [TIME_OFFSET + 9999], state)  # past it, every note would stack on one tick
     assert _time_stop(None, strict=False) is None  # free mode samples as the reference does
     assert _time_stop(5, strict=False)(0, [TIME_OFFSET + 500], state)
+    assert _time_stop(120, strict=True)(0, [TIME_OFFSET + 9999], state)  # a limit past 100 s cannot lift the end
 
 
 @pytest.mark.parametrize(
