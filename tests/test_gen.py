@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import mido
@@ -264,8 +263,12 @@ def test_interrupt_keeps_partial_outputs(model, tmp_path, sig):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stderr is not None
-    assert proc.stderr.readline().startswith("model: ")  # loaded; sampling is under way
-    time.sleep(1.0)
+    assert proc.stderr.readline().startswith("model: ")  # loaded
+    # Off a terminal the first progress line comes with the first token of every output: sampling is under way.
+    line = proc.stderr.readline()
+    while line and not line.startswith("generating: "):
+        line = proc.stderr.readline()
+    assert line, "gen ended without a progress line"
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
