@@ -110,7 +110,9 @@ def test_outcome_line_says_plainly_when_every_output_is_unusable():
         "prompt or a better model (`midillm-lite models`)."
     )
     one = outcome_line(_Result(_outputs("failed")), demo=False, seconds=None)
-    assert one is not None and one.startswith("no usable output: the output failed (no notes)")
+    assert one is not None and one.startswith("no usable output: the output failed (no notes); it is kept under")
+    some = outcome_line(_Result(_outputs("ok", "rejected")), demo=False, seconds=None)
+    assert some is not None and some.startswith("1 of 2 outputs was rejected (more than 64 notes at one onset); it is")
 
 
 def test_progress_shows_total_percentage_and_time_left():

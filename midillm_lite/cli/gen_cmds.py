@@ -208,7 +208,8 @@ def outcome_line(result: GenerationResult, *, demo: bool, seconds: float | None)
         why = f"more than {MAX_SIMULTANEOUS_NOTES} notes at one onset"
         parts.append(f"{_some(len(rejected), total)} {were} rejected ({why})")
     every = len(failed) + len(rejected) == total
-    head = ("no usable output: " if every else "") + " and ".join(parts) + "; they are kept under rejected/"
+    kept = "it is" if len(failed) + len(rejected) == 1 else "they are"
+    head = ("no usable output: " if every else "") + " and ".join(parts) + f"; {kept} kept under rejected/"
     tries = []
     if rejected:
         tries.append("a shorter --seconds" if seconds is not None else "--seconds 60 (notes pile up late in a piece)")
