@@ -357,8 +357,7 @@ def _checkpoint_folder(folder: Path, allow_conversion: bool, progress: ConvertPr
         return ModelChoice(_stem(target), target)
     if not allow_conversion:
         raise UserError(
-            f"{folder} is not converted yet; run `midillm-lite convert {folder} -q {HUB_CONVERT_QUANT} "
-            f"--layout {CACHE_LAYOUT} -o {target}`"
+            f"{folder} is not converted yet; run `{convert_command(str(folder), HUB_CONVERT_QUANT, file_name)}`"
         )
     from .convert import convert  # the conversion stage loads only when needed
 

@@ -132,11 +132,13 @@ def test_interactive_reads_prompts_until_an_empty_line(model, tmp_path):
 def test_continuation_holds_the_original_and_the_new_music(model, tmp_path, capsys):
     source = DATA / "strawberry.mid"
     code, _, err = gen(["continue this", "-m", model, "-n", "1", "--continue", str(source), "--from", "20",
-                        "-o", str(tmp_path / "c"), *FAST], capsys)  # fmt: skip
+                        "--seed", "5", "-o", str(tmp_path / "c"), *FAST], capsys)  # fmt: skip
     assert code == 0, err
     original = [n for n in read_midi(source).notes if n.onset < 2000]
     combined = read_midi(tmp_path / "c" / "gen_1.mid").notes
-    assert len(combined) == len(original) + 10
+    # A random model's arrival times race towards 100 s, where strict mode ends an output: count what it made.
+    generated = len(read_tokens(tmp_path / "c" / "gen_1_tokens.txt")) // TOKENS_PER_NOTE
+    assert 0 < generated <= 10 and len(combined) == len(original) + generated
     new = sorted(set(combined) - set(original))
     assert new and min(n.onset for n in new) >= max(n.onset for n in original) - 5000
     stats = json.loads((tmp_path / "c" / "generation_stats.json").read_text())
