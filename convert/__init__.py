@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from .pipeline import ConvertResult, ProgressCallback, convert
+from .pipeline import PHASE_UNITS, ConvertResult, ProgressCallback, convert
 from .quants import DEFAULT_QUANT, QUANT_NAMES, QUANTS
 from .tokenizer import amt_token_name
 
-__all__ = ["DEFAULT_QUANT", "QUANTS", "QUANT_NAMES", "ConvertResult", "ProgressCallback", "amt_token_name", "convert"]
+__all__ = [
+    "DEFAULT_QUANT",
+    "PHASE_UNITS",
+    "QUANTS",
+    "QUANT_NAMES",
+    "ConvertResult",
+    "ProgressCallback",
+    "amt_token_name",
+    "convert",
+]

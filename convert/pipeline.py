@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 64 * 1024 * 1024  # float32 working set per block of rows: bounds peak memory
 
-# Progress: (phase, done, total); phases "convert" (bytes of source read) and "quantize" (llama.cpp, 0..1).
+# Progress: (phase, done, total) in the phase's unit: "convert" counts bytes of source read, "quantize" the
+# tensors llama.cpp's K-quantizer has done.
 ProgressCallback = Callable[[str, int, int], None]
+PHASE_UNITS = {"convert": "bytes", "quantize": "tensors"}
 
 
 @dataclass(frozen=True)
@@ -295,9 +297,10 @@ def _write_k_quant(
     intermediate = path.with_name(path.name + ".intermediate.gguf")
     try:
         write_gguf(intermediate, checkpoint, words, jobs, types, inter.file_type, progress)
-        progress("quantize", 0, 1)
-        llama_quantize(intermediate, path, spec, threads=threads, **_llama_type_overrides(embedding))
-        progress("quantize", 1, 1)
+        progress("quantize", 0, len(jobs))
+        llama_quantize(intermediate, path, spec, threads=threads, **_llama_type_overrides(embedding),
+                       progress=lambda done, total: progress("quantize", done, total))  # fmt: skip
+        progress("quantize", len(jobs), len(jobs))
     finally:
         intermediate.unlink(missing_ok=True)
 

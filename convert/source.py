@@ -127,7 +127,7 @@ def download_from_hub(repo_id: str) -> tuple[Path, str, str]:
         raise UserError(
             f"{repo_id} is not in the local Hugging Face cache and the hub cannot be reached "
             f"(HF_HUB_OFFLINE is set or there is no network); download it where you are online with "
-            f"`huggingface-cli download {repo_id}` (or unset HF_HUB_OFFLINE), or pass a local checkpoint folder"
+            f"`hf download {repo_id}` (or unset HF_HUB_OFFLINE), or give a local checkpoint folder instead"
         ) from exc
     except HfHubHTTPError as exc:
         raise UserError(

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+EXIT_NO_MUSIC = 1  # gen: every output of a generation failed (its tokens decode to no notes)
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT; also what an interrupted run that kept its work exits with
 
 

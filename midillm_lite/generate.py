@@ -7,37 +7,44 @@
 
 `generate` streams progress through `on_step`; Ctrl-C (KeyboardInterrupt)
 during sampling ends it early and returns what was made, marked partial
-(`result.interrupted`), so nothing generated is lost.
+(`result.interrupted`), so nothing generated is lost. `check_settings` checks
+every argument without a model, so a caller can refuse bad input before
+loading one. An output whose tokens decode to no notes is `failed`; one with
+more than 64 notes at one onset is `rejected` (as the reference rejects it).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import mido
 
 from . import __version__
-from .amt.codec import decode_tokens
+from .amt.codec import Decoded, decode_tokens
 from .amt.continuation import Continuation
 from .amt.ops import is_time, time_seconds, time_ticks
 from .amt.transcode import MusicSummary, decoded_to_midi
-from .amt.vocab import TIME_RESOLUTION, TOKENS_PER_NOTE
+from .amt.vocab import MAX_TIME, TIME_RESOLUTION, TOKENS_PER_NOTE
 from .engine import Generation, Model, StepEvent, Timings, build_prompt, cpu_contended, generate_tokens, load_model
 from .errors import UserError, check_range
 from .fsutil import sha256_file
-from .limits import MAX_OUTPUTS, MAX_SECONDS
+from .limits import MAX_NEW_TOKENS, MAX_OUTPUTS, MAX_SECONDS, MIN_NEW_TOKENS
 from .modelinfo import ModelInfo
 from .models import ModelChoice, find_model
-from .sampling import MAX_SIMULTANEOUS_NOTES, NoteState, SamplingParams, too_many_simultaneous
+from .sampling import MAX_SIMULTANEOUS_NOTES, NoteState, SamplingParams
 
 HASH_PREFIX = 16
 # Why an output's last tokens are not in its token file (stats: trimmed_reason); they start no complete note.
 TRIM_SECONDS = "seconds"  # the arrival time that crossed the seconds limit
 TRIM_MAX_TOKENS = "max_tokens"  # strict mode: the token budget ran out inside a note
+# Strict mode never lets time run backwards, so an output whose onsets reach AMT's last arrival time (99.99 s)
+# could only pile every later note onto that one tick: it ends there (the time token that reached it is dropped).
+TIME_CEILING_TICKS = MAX_TIME - 1
 
 
 @dataclass
@@ -63,6 +70,11 @@ class Output:
     rejected: str | None = None  # why the reference would have thrown this sample away
     generated: int = 0  # tokens sampled; `tokens` may end before them (see `trimmed`)
     trimmed: str | None = None  # why the last generated tokens were left out: TRIM_SECONDS or TRIM_MAX_TOKENS
+    failed: str | None = None  # why this output holds no music at all (its tokens decode to no notes)
+
+    @property
+    def usable(self) -> bool:
+        return self.failed is None and self.rejected is None
 
 
 @dataclass
@@ -82,6 +94,7 @@ class GenerationResult:
     wall_s: float = 0.0
     model_sha256: str = ""
     model_name: str = ""
+    warnings: list[str] = field(default_factory=list)  # settings that give a poor result (setting_warnings)
 
     @property
     def cpu_share(self) -> float | None:
@@ -126,6 +139,7 @@ class GenerationResult:
                 "window_notes": self.continuation.window_notes,
             },
             "interrupted": self.interrupted,
+            "warnings": self.warnings,
             "outputs": [
                 {
                     "index": o.index,
@@ -134,6 +148,7 @@ class GenerationResult:
                     "tokens_trimmed": o.generated - len(o.tokens),
                     "trimmed_reason": o.trimmed,
                     "partial": o.partial,
+                    "failed": o.failed,
                     "rejected": o.rejected,
                     **o.summary.to_dict(),
                 }
@@ -165,8 +180,10 @@ class Generator:
         device: str = "auto",
         gpu_layers: int | None = None,
         threads: int | None = None,
+        convert_progress: Callable[[str, int, int], None] | None = None,
     ):
-        self.choice: ModelChoice = find_model(model)  # its name, and whether it is the bundled demo
+        # Its name and whether it is the bundled demo; a hub repo or checkpoint folder is converted here, once.
+        self.choice: ModelChoice = find_model(model, progress=convert_progress)
         self.path = self.choice.path
         self.model: Model = load_model(self.path, n_threads=threads, n_gpu_layers=gpu_layers, device=device)
         self._sha256: str | None = None
@@ -206,15 +223,18 @@ class Generator:
     ) -> GenerationResult:
         """Generate n outputs for one description; defaults come from the model's own metadata."""
         info = self.info
+        check_settings(prompt, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
+                       seconds=seconds)  # fmt: skip
         params = SamplingParams(
             temperature=info.temperature if temperature is None else temperature,
             top_p=info.top_p if top_p is None else top_p,
             top_k=top_k,
             strict=strict,
         ).validate()
-        _check_counts(n, seconds)
+        warnings = setting_warnings(n=n, temperature=params.temperature)
         started = time.perf_counter()
         prefix = continuation.prefix if continuation else []
+        limit = _time_limit(seconds, strict=strict)
         prompt_tokens = build_prompt(self.model, prompt)
         _check_prompt_length(len(prompt_tokens), len(prefix), info.train_context_length)
         generation = generate_tokens(
@@ -225,10 +245,9 @@ class Generator:
             seed=seed,
             max_new_tokens=max_tokens,
             prefix_amt=prefix,
-            stop=_seconds_stop(seconds),
+            stop=_time_stop(limit),
         )
         interrupted = _drive(generation, on_step)
-        limit = None if seconds is None else round(seconds * TIME_RESOLUTION)
         outputs = [
             _make_output(
                 i,
@@ -256,13 +275,40 @@ class Generator:
             wall_s=time.perf_counter() - started,
             model_sha256=self.sha256_prefix(),
             model_name=self.choice.name,
+            warnings=warnings,
         )
 
 
-def _check_counts(n: int, seconds: float | None) -> None:
+def check_settings(
+    prompt: str | None = None,
+    *,
+    n: int = 4,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int = 0,
+    max_tokens: int | None = None,
+    seconds: float | None = None,
+) -> None:
+    """Every check of `generate`'s arguments that needs no model; None means "the model's default"."""
+    if prompt is not None and not prompt.strip():
+        raise UserError('the description is empty; describe the music, e.g. "a gentle piece for solo piano"')
     check_range("n", n, 1, MAX_OUTPUTS, integer=True)
+    SamplingParams(
+        temperature=0.0 if temperature is None else temperature,
+        top_p=1.0 if top_p is None else top_p,
+        top_k=top_k,
+    ).validate()
+    if max_tokens is not None:
+        check_range("max_tokens", max_tokens, MIN_NEW_TOKENS, MAX_NEW_TOKENS, integer=True)  # one note at least
     if seconds is not None:
         check_range("seconds", seconds, 0, MAX_SECONDS, lo_open=True)
+
+
+def setting_warnings(*, n: int, temperature: float) -> list[str]:
+    """Settings that are allowed but give a poor result, said in words a Python caller and the CLI share."""
+    if n > 1 and temperature <= 0:
+        return [f"a temperature of {temperature:g} is greedy decoding: all {n} outputs will be the same"]
+    return []
 
 
 def _check_prompt_length(prompt: int, prefix: int, trained: int) -> None:
@@ -272,11 +318,18 @@ def _check_prompt_length(prompt: int, prefix: int, trained: int) -> None:
         raise UserError(f"{what}; the model was trained on {trained}-token sequences: shorten the description")
 
 
-def _seconds_stop(seconds: float | None):
-    """Stop a sequence when it samples an arrival time at or past the limit (that time token is dropped later)."""
-    if seconds is None:
+def _time_limit(seconds: float | None, *, strict: bool) -> int | None:
+    """The arrival time (ticks) that ends an output: `seconds`, and in strict mode never past TIME_CEILING_TICKS."""
+    limit = None if seconds is None else round(seconds * TIME_RESOLUTION)
+    if strict:
+        limit = TIME_CEILING_TICKS if limit is None else min(limit, TIME_CEILING_TICKS)
+    return limit
+
+
+def _time_stop(limit: int | None):
+    """Stop a sequence when it samples an arrival time at or past `limit` (that time token is dropped later)."""
+    if limit is None:
         return None
-    limit = round(seconds * TIME_RESOLUTION)  # the same rounding _trim's limit uses
 
     def stop(seq: int, tokens: list[int], state: NoteState) -> bool:
         last = tokens[-1]
@@ -337,8 +390,27 @@ def _make_output(
     decoded = decode_tokens(tokens)
     notes = continuation.reassemble(decoded.notes) if continuation else None
     midi, summary = decoded_to_midi(decoded, notes=notes)
-    rejected = None
-    if too_many_simultaneous(tokens):
-        rejected = f"more than {MAX_SIMULTANEOUS_NOTES} notes at one onset (the reference rejects such samples)"
-    return Output(seq + 1, tokens, midi, summary, partial=partial, rejected=rejected, generated=len(generated),
-                  trimmed=trimmed)  # fmt: skip
+    failed = _failure(decoded, len(tokens))
+    rejected = None if failed else _rejection(decoded)
+    return Output(seq + 1, tokens, midi, summary, partial=partial, rejected=rejected, failed=failed,
+                  generated=len(generated), trimmed=trimmed)  # fmt: skip
+
+
+def _failure(decoded: Decoded, n_tokens: int) -> str | None:
+    """Why the generated tokens hold no music (the summary's repairs say what was skipped); None with notes."""
+    if decoded.notes:
+        return None
+    return f"its {n_tokens} tokens decode to no notes" if n_tokens else "no tokens were generated"
+
+
+def _rejection(decoded: Decoded) -> str | None:
+    """The reference's test, on the notes the file holds: more than 64 notes starting at one onset."""
+    busiest = busiest_onset(decoded)
+    if busiest <= MAX_SIMULTANEOUS_NOTES:
+        return None
+    return f"{busiest} notes at one onset (the reference rejects more than {MAX_SIMULTANEOUS_NOTES})"
+
+
+def busiest_onset(decoded: Decoded) -> int:
+    """The most generated notes that share one onset (0 without notes)."""
+    return max(Counter(note.onset for note in decoded.notes).values(), default=0)

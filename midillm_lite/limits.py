@@ -8,10 +8,11 @@ llama.cpp, so the CLI can read the limits without loading it.
 
 from __future__ import annotations
 
-from .amt.vocab import MAX_TIME_SECONDS, MIDI_VOCAB_SIZE
+from .amt.vocab import MAX_TIME_SECONDS, MIDI_VOCAB_SIZE, TOKENS_PER_NOTE
 
 MAX_OUTPUTS = 32  # each sequence holds its own ~2k-token KV cache; beyond this memory, not speed, is the limit
 MAX_CONTEXT = 131_072  # Llama 3.2's context length: no MIDI-LLM sequence holds more
+MIN_NEW_TOKENS = TOKENS_PER_NOTE  # fewer cannot hold one note
 MAX_NEW_TOKENS = MAX_CONTEXT  # the model's own context may allow fewer
 MAX_SECONDS = MAX_TIME_SECONDS  # a --seconds stop: AMT arrival times end at 100 s, a longer limit is never reached
 MAX_INPUT_SECONDS = 86_400  # a time inside an existing piece (cut, start): a day, far past music, far from overflow

@@ -1,7 +1,9 @@
 """The one boundary to llama.cpp and ggml: backend start-up, the log callback, signals, ctypes bindings, hardware.
 
 llama.cpp has one process-wide log callback, so exactly one module may set it:
-this one, for the engine and the converter alike. The ggml functions that
+this one, for the engine and the converter alike; `log_lines` lets a caller
+watch the lines during one call (the quantizer's per-tensor lines are its only
+progress report). The ggml functions that
 llama-cpp-python does not wrap (type traits, `ggml_quantize_chunk`) are bound
 here with ctypes. Hardware probes (cores, GPU offload, compiled CPU features)
 live here too, so engine.py keeps only models, contexts and the decoding loop.
@@ -66,16 +68,41 @@ def __getattr__(name: str):
 
 
 # --- start-up and logging ------------------------------------------------------------------
+LogListener = Callable[[str], None]
+_listeners: list[LogListener] = []  # see log_lines
+
+
 def _route_llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # Called from C for every log line; keep it cheap and never let an exception escape into C.
     try:
         wanted = logging.WARNING if level == _GGML_ERROR else logging.DEBUG
-        if llama_log.isEnabledFor(wanted):
-            message = text.decode("utf-8", "replace").rstrip()
-            if message:
-                llama_log.log(wanted, "%s", message)
+        logged = llama_log.isEnabledFor(wanted)
+        if not (logged or _listeners):
+            return
+        message = text.decode("utf-8", "replace").rstrip()
+        if not message:
+            return
+        if logged:
+            llama_log.log(wanted, "%s", message)
+        for listener in tuple(_listeners):
+            with contextlib.suppress(Exception):  # one listener's bug must not cost the others their lines
+                listener(message)
     except Exception:  # a C callback must not raise
         pass
+
+
+@contextlib.contextmanager
+def log_lines(listener: LogListener) -> Iterator[None]:
+    """Call `listener(line)` with every llama.cpp log line while the block runs (possibly from llama.cpp's threads).
+
+    The listener must be quick; what it raises is swallowed, since it runs inside a C callback.
+    """
+    init_backend()
+    _listeners.append(listener)
+    try:
+        yield
+    finally:
+        _listeners.remove(listener)
 
 
 _log_callback = None  # the ctypes wrapper of _route_llama_log, kept alive while llama.cpp may call it

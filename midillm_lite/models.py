@@ -1,4 +1,4 @@
-"""Which GGUF `--model` means (a path, a registry name, or a hub repo id converted on first use), the default, the list.
+"""Which GGUF `--model` means (a path, a registry name, or a checkpoint converted on first use), the default, the list.
 
 The registry (`registry.json`) lists known models best first: MIDI-LLM
 conversions, then the small demo model bundled with midillm-lite. The registry
@@ -8,17 +8,21 @@ whichever of the two this copy of the package has, so a checkout (and
 `pip install -e`) and an installed wheel (`pip install .`, pipx, uv) both find
 them. Models live in that folder or in the user model folder
 (`$MIDILLM_HOME/models`, default `~/.cache/midillm-lite/models`). Names are
-looked up, never joined into paths, so `--model ../../x` cannot escape. Nothing
-here touches the network except `_convert_from_hub`, which only `gen --model`
-reaches.
+looked up, never joined into paths, so `--model ../../x` cannot escape. A hub
+repo id or a local checkpoint folder is converted once into the user model
+folder (a folder's file name carries a fingerprint of its files, so a changed
+checkpoint is converted anew). Nothing here touches the network except
+`_convert_from_hub`, which only `gen --model` reaches.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,8 @@ def bundled_models_dir() -> Path:
 
 # The name says "repo" for history; tests patch REPO_MODELS and REGISTRY to point elsewhere.
 REPO_MODELS = bundled_models_dir()
+
+ConvertProgress = Callable[[str, int, int], None]  # convert's ProgressCallback, without importing the converter
 REGISTRY = REPO_MODELS / "registry.json"
 HOME_ENV = "MIDILLM_HOME"
 DEFAULT_HOME = Path("~/.cache/midillm-lite")
@@ -51,6 +57,9 @@ HUB_CONVERT_QUANT = "q4_k_m"
 # (same music, 1.2-1.3x faster, less memory; BENCHMARKS.md "Layouts"). `convert` keeps the standard one by default.
 CACHE_LAYOUT = LAYOUT_MIDI_HEAD
 GGUF_SUFFIX = ".gguf"
+CHECKPOINT_CONFIG = "config.json"  # what makes a folder a Hugging Face checkpoint
+LOCAL_PREFIX = "local--"  # file names of converted local checkpoint folders
+FINGERPRINT_CHARS = 12
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _QUANT_NAME = re.compile(r"[A-Za-z0-9_]+")
 
@@ -270,23 +279,25 @@ def default_model() -> ModelChoice:
     if best is not None:
         return best
     hint = next((e for e in reversed(entries) if not e.bundled), None)
-    how = (
-        f"`midillm-lite gen --model {hint.repo} ...` downloads and converts it once, or "
-        f"`midillm-lite convert {hint.repo} -q {hint.quant} -o {user_model_dir() / hint.file}`"
-        if hint
-        else "`midillm-lite convert` makes one"
-    )
     missing = [e.file for e in entries if e.bundled]
     gone = f"; the bundled {', '.join(missing)} is missing too (a fresh clone or install has it)" if missing else ""
+    where = f"no model found in {' or '.join(map(str, _search_dirs()))}{gone}"
+    if hint is None:
+        raise UserError(f"{where}; pass ", Opt("model", "FILE.gguf"), " (`midillm-lite convert` makes one)")
+    assert hint.repo and hint.quant
     raise UserError(
-        f"no model found in {' or '.join(map(str, _search_dirs()))}{gone}; pass ",
-        Opt("model", "FILE.gguf"),
-        f" ({how})",
-    )
+        f"{where}; pass ", Opt("model", hint.repo), " to download and convert it once, or a GGUF made by "
+        f"`{convert_command(hint.repo, hint.quant, hint.file)}`",
+    )  # fmt: skip
 
 
-def find_model(model: str | os.PathLike[str] | None, *, allow_download: bool = True) -> ModelChoice:
-    """The model for what the user typed (see the module docstring); converts a hub repo on first use."""
+def find_model(
+    model: str | os.PathLike[str] | None, *, allow_download: bool = True, progress: ConvertProgress | None = None
+) -> ModelChoice:
+    """The model for what the user typed (see the module docstring); converts a hub repo or folder on first use.
+
+    `progress` follows such a conversion (convert's (phase, done, total) callback).
+    """
     if model is None or str(model) == "":
         return default_model()
     text = str(model)
@@ -295,20 +306,20 @@ def find_model(model: str | os.PathLike[str] | None, *, allow_download: bool = T
         entry = _registry_entry_for(path)
         return ModelChoice(entry.name if entry else _stem(path), path, entry)
     if path.is_dir():
-        raise UserError(f"{path} is a folder; pass a .gguf file (`midillm-lite convert` makes one from a checkpoint)")
+        return _checkpoint_folder(path, allow_download, progress)
     by_name = {e.name: e for e in registry()}
     if text in by_name:
         entry = by_name[text]
         found = _find_file(entry.file)
         if found is None and entry.bundled:
             raise UserError(f"{entry.file} (bundled with midillm-lite) is missing from {REPO_MODELS}")
-        return ModelChoice(entry.name, found or _convert_from_hub(entry, allow_download), entry)
+        return ModelChoice(entry.name, found or _convert_from_hub(entry, allow_download, progress), entry)
     if text.endswith(GGUF_SUFFIX) or (os.sep in text and not is_repo_id(text)):
         raise UserError(f"{text}: no such model file")
     if is_repo_id(text):
         file_name = hub_file_name(text)
         found = _find_file(file_name) or _convert_from_hub(
-            RegistryEntry(name=text, file=file_name, repo=text, quant=HUB_CONVERT_QUANT), allow_download
+            RegistryEntry(name=text, file=file_name, repo=text, quant=HUB_CONVERT_QUANT), allow_download, progress
         )
         return ModelChoice(_stem(found), found)
     names = ", ".join(by_name) or "none"
@@ -336,7 +347,37 @@ def convert_command(repo: str, quant: str, file_name: str) -> str:
     return f"midillm-lite convert {repo} -q {quant} --layout {CACHE_LAYOUT} -o {user_model_dir() / file_name}"
 
 
-def _convert_from_hub(entry: RegistryEntry, allow_download: bool) -> Path:
+def _checkpoint_folder(folder: Path, allow_conversion: bool, progress: ConvertProgress | None) -> ModelChoice:
+    """A Hugging Face checkpoint folder, converted once (to HUB_CONVERT_QUANT) into the user model folder."""
+    if not (folder / CHECKPOINT_CONFIG).is_file():
+        raise UserError(f"{folder} is a folder without {CHECKPOINT_CONFIG}; give a .gguf file or a checkpoint folder")
+    file_name = local_file_name(folder)
+    target = user_model_dir() / file_name
+    if target.is_file():
+        return ModelChoice(_stem(target), target)
+    if not allow_conversion:
+        raise UserError(
+            f"{folder} is not converted yet; run `{convert_command(str(folder), HUB_CONVERT_QUANT, file_name)}`"
+        )
+    from .convert import convert  # the conversion stage loads only when needed
+
+    log.warning("converting %s (%s) to %s once; later runs reuse it", folder, HUB_CONVERT_QUANT, target)
+    convert(folder, target, quant=HUB_CONVERT_QUANT, layout=CACHE_LAYOUT, progress=progress)
+    return ModelChoice(_stem(target), target)
+
+
+def local_file_name(folder: Path, quant: str = HUB_CONVERT_QUANT) -> str:
+    """`local--NAME-FINGERPRINT-QUANT.gguf`: the fingerprint covers the folder's path and its files' sizes and times."""
+    folder = folder.resolve()
+    digest = hashlib.sha256(str(folder).encode())
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        stat = path.stat()
+        digest.update(f"\0{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}".encode())
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip(".-") or "checkpoint"
+    return f"{LOCAL_PREFIX}{name}-{digest.hexdigest()[:FINGERPRINT_CHARS]}-{quant}{GGUF_SUFFIX}"
+
+
+def _convert_from_hub(entry: RegistryEntry, allow_download: bool, progress: ConvertProgress | None) -> Path:
     assert entry.repo and entry.quant, "only entries with a repo are converted"
     target = user_model_dir() / entry.file
     if not allow_download:
@@ -344,7 +385,7 @@ def _convert_from_hub(entry: RegistryEntry, allow_download: bool) -> Path:
     from .convert import convert  # the conversion stage loads only when needed
 
     log.warning("converting %s (%s) to %s once; later runs reuse it", entry.repo, entry.quant, target)
-    convert(entry.repo, target, quant=entry.quant, layout=CACHE_LAYOUT)
+    convert(entry.repo, target, quant=entry.quant, layout=CACHE_LAYOUT, progress=progress)
     return target
 
 

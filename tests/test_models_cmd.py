@@ -280,4 +280,4 @@ def test_hub_conversions_for_the_cache_are_midi_head(dirs, monkeypatch):
     calls = []
     monkeypatch.setattr(midillm_lite.convert, "convert", lambda *args, **kwargs: calls.append((args, kwargs)))
     choice = models.find_model("best")
-    assert calls == [(("o/r", choice.path), {"quant": "q8_0", "layout": "midi-head"})]
+    assert calls == [(("o/r", choice.path), {"quant": "q8_0", "layout": "midi-head", "progress": None})]

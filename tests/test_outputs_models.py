@@ -85,10 +85,52 @@ def test_names_that_are_not_models(model_dirs, tmp_path):
         ("../../best", "no such model file"),
         ("/abs/missing.gguf", "no such model file"),
         ("nonsense", "is not a model file, a registry name (best, small)"),
-        (str(tmp_path), "is a folder"),
+        (str(tmp_path), "is a folder without config.json"),
     ]:
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
             models.resolve_model(name)
+
+
+def test_no_model_hint_names_what_a_python_caller_passes(model_dirs):
+    # The library speaks Python (model='o/r'); the CLI renders the same Opt as --model o/r.
+    from midillm_lite.cli import flag
+
+    with pytest.raises(UserError) as error:
+        models.find_model(None)
+    assert "pass model='o/r' to download and convert it once" in str(error.value)
+    assert "--model" not in str(error.value) and "pass --model o/r to" in error.value.render(flag)
+    assert "`midillm-lite convert o/r -q q4_k_m --layout midi-head -o " in str(error.value)
+
+
+def test_a_checkpoint_folder_is_converted_once_and_reused(model_dirs, tiny_checkpoint, monkeypatch):
+    import midillm_lite.convert as conversion
+
+    made = []
+    real = conversion.convert
+    monkeypatch.setattr(conversion, "convert", lambda *a, **k: made.append(a) or real(*a, **k))
+    first = models.find_model(str(tiny_checkpoint))
+    assert first.path.is_file() and first.path.parent == models.user_model_dir()
+    assert first.path.name.startswith("local--") and first.path.name.endswith("-q4_k_m.gguf")
+    assert models.find_model(str(tiny_checkpoint)) == first and len(made) == 1  # the second time: no conversion
+
+
+def test_an_unconverted_folder_without_conversion_says_how(model_dirs, tmp_path):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    how = f"is not converted yet; run `midillm-lite convert {folder} -q q4_k_m --layout midi-head -o "
+    with pytest.raises(UserError, match=how):
+        models.find_model(str(folder), allow_download=False)
+
+
+def test_a_changed_checkpoint_gets_a_new_file_name(tmp_path):
+    folder = tmp_path / "my ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    before = models.local_file_name(folder)
+    assert before.startswith("local--my-ckpt-") and before == models.local_file_name(folder)
+    (folder / "model.safetensors").write_bytes(b"weights")
+    assert models.local_file_name(folder) != before
 
 
 def test_hub_ids_offline_say_how_to_convert(model_dirs):
@@ -128,7 +170,7 @@ def test_a_sample_the_reference_rejects_is_kept_under_rejected(tmp_path):
 
     crowded = [t for pitch in range(65) for t in (0, DUR_OFFSET + 10, NOTE_OFFSET + pitch)]  # 65 notes at time 0
     output = _make_output(0, crowded, None, partial=False)
-    assert output.rejected and "more than 64 notes at one onset" in output.rejected
+    assert output.rejected == "65 notes at one onset (the reference rejects more than 64)"
     assert output.summary.notes == 65 and not output.summary.repairs
     midi_path, tokens_path = write_output(tmp_path, output.index, output.tokens, output.midi, rejected=True)
     assert midi_path == tmp_path / "rejected" / "gen_1.mid" and tokens_path.read_text().count("\n") == 195

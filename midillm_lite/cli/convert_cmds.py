@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -12,11 +13,12 @@ from typing import Annotated
 
 import typer
 
-from ..convert import DEFAULT_QUANT, QUANT_NAMES, ProgressCallback, convert
+from ..convert import DEFAULT_QUANT, PHASE_UNITS, QUANT_NAMES, ProgressCallback, convert
 from ..layouts import LAYOUT_STANDARD, LAYOUTS
 from ..modelinfo import ModelInfo, read_model_info
 from . import app
 from .params import THREADS, parser
+from .progress import PLAIN_EVERY_S, format_duration
 
 QuantChoice = Enum("QuantChoice", {name: name for name in QUANT_NAMES}, type=str)  # typer shows the choices
 DEFAULT_CHOICE = QuantChoice(DEFAULT_QUANT)
@@ -58,7 +60,7 @@ def convert_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Convert a MIDI-LLM checkpoint to a GGUF file llama.cpp runs."""
-    with _progress_bar() as progress:
+    with progress_display() as progress:
         result = convert(source, out, quant=quant.value, force=force, threads=threads, progress=progress,
                          layout=layout.value)  # fmt: skip
     if as_json:
@@ -73,32 +75,68 @@ def convert_command(
 
 
 @contextlib.contextmanager
-def _progress_bar() -> Iterator[ProgressCallback | None]:
-    """A rich bar (bytes read, rate, ETA) on stderr when it is a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
+def progress_display(*, enabled: bool = True) -> Iterator[ProgressCallback | None]:
+    """A rich bar per phase (amount, rate, time left) on a terminal; off one, a plain line every PLAIN_EVERY_S."""
+    if not enabled:
         yield None
         return
+    if not sys.stderr.isatty():
+        yield PlainProgress()
+        return
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-        TransferSpeedColumn,  # fmt: skip
-    )
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+    class AmountColumn(DownloadColumn):  # bytes as MiB, tensors as "12/147"
+        def render(self, task):
+            if task.fields.get("unit") == "bytes":
+                return super().render(task)
+            return MofNCompleteColumn().render(task)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), AmountColumn(), TextColumn("{task.fields[unit]}"),
                TimeRemainingColumn())  # fmt: skip
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         tasks: dict[str, int] = {}
 
         def update(phase: str, done: int, total: int) -> None:
             if phase not in tasks:
-                tasks[phase] = bar.add_task(phase, total=total)
+                unit = "" if PHASE_UNITS.get(phase) == "bytes" else PHASE_UNITS.get(phase, "")
+                tasks[phase] = bar.add_task(phase, total=total, unit=unit)
             bar.update(tasks[phase], completed=done, total=total)
 
         yield update
+
+
+class PlainProgress:
+    """Progress lines for a log or a pipe: each phase's first step, then one line every PLAIN_EVERY_S, and its end."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.phase_started: dict[str, float] = {}
+        self.last_line = 0.0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = self.clock()
+        first = phase not in self.phase_started
+        if first:
+            self.phase_started[phase] = now
+        if not (first or done >= total or now - self.last_line >= PLAIN_EVERY_S):
+            return
+        self.last_line = now
+        typer.echo(f"{phase}: {convert_progress_text(phase, done, total, now - self.phase_started[phase])}", err=True)
+
+
+def convert_progress_text(phase: str, done: int, total: int, elapsed: float) -> str:
+    """`512.0 of 2400.0 MiB (21%), 1m10s left` or `12 of 147 tensors (8%), 2m03s left`, at the rate so far."""
+    if PHASE_UNITS.get(phase) == "bytes":
+        amount = f"{done / MIB:.1f} of {total / MIB:.1f} MiB"
+    else:
+        amount = f"{done} of {total} {PHASE_UNITS.get(phase, 'steps')}"
+    text = f"{amount} ({100 * done / max(total, 1):.0f}%)"
+    if done >= total:
+        return text + f", done in {format_duration(elapsed)}"
+    if done > 0 and elapsed > 0:
+        text += f", {format_duration(elapsed * (total - done) / done)} left"
+    return text
 
 
 @app.command("info")

@@ -14,9 +14,10 @@ import typer
 
 from ..amt import vocab
 from ..bench import DEFAULT_NS, DEFAULT_STEPS
-from ..errors import EXIT_INTERRUPTED, UserError
+from ..errors import EXIT_INTERRUPTED, EXIT_NO_MUSIC, UserError
 from ..llamacpp import DEVICES
 from ..outputs import DEFAULT_ROOT, new_output_dir, prepare_output_dir, write_output, write_prompt, write_stats
+from ..sampling import MAX_SIMULTANEOUS_NOTES
 from . import app
 from .params import (
     GPU_LAYERS,
@@ -33,9 +34,10 @@ from .params import (
     parse_counts,
     parser,
 )
-from .progress import Progress
+from .progress import Progress, ProgressPlan
 
 if TYPE_CHECKING:
+    from ..generate import GenerationResult
     from ..models import ModelChoice
 
 NOT_UTF8 = "Bytes that are not UTF-8 become U+FFFD, with a warning naming where."
@@ -64,7 +66,7 @@ def gen_command(
         typer.Option(
             "--model",
             "-m",
-            help="GGUF file, registry name, or hub repo id (converted once).",
+            help="GGUF file, registry name, or hub repo id or checkpoint folder (converted once).",
             show_default="best model found locally",
         ),
     ] = None,
@@ -166,29 +168,60 @@ def gen_command(
 ) -> None:
     """Generate MIDI files from a text description (several outputs at once, offline)."""
     from ..amt.continuation import prepare_continuation
-    from ..generate import Generator
+    from ..generate import Generator, check_settings, setting_warnings
 
     prompts = _prompts(prompt, prompts_file, interactive, quiet=quiet)
     batch = prompts_file is not None or interactive
     root = out or DEFAULT_ROOT
-    if not batch and out is not None:
-        prepare_output_dir(out, force=force)  # before loading: a bad folder fails fast
-    if from_seconds is not None and continue_from is None:
-        raise UserError("--from needs --continue FILE.mid")
-    continuation = prepare_continuation(continue_from, from_seconds=from_seconds) if continue_from else None
     settings = dict(
         n=n_outputs, seed=seed, temperature=temperature, top_p=top_p, top_k=top_k, strict=strict,
-        max_tokens=max_tokens, seconds=seconds, continuation=continuation,
+        max_tokens=max_tokens, seconds=seconds,
     )  # fmt: skip
+    # Every check that needs no model runs first: a bad argument must not cost a model load.
+    check_settings(prompt, **{k: v for k, v in settings.items() if k not in ("seed", "strict")})
+    if from_seconds is not None and continue_from is None:
+        raise UserError("--from needs --continue FILE.mid")
+    if not batch and out is not None:
+        prepare_output_dir(out, force=force)
+    elif root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file; give a folder for the outputs")
+    continuation = prepare_continuation(continue_from, from_seconds=from_seconds) if continue_from else None
+    settings["continuation"] = continuation
+    talk = not quiet and not as_json
+    if not quiet and temperature is not None:
+        for warning in setting_warnings(n=n_outputs, temperature=temperature):
+            typer.echo(f"warning: {warning}", err=True)
+    no_music = False
     # SIGTERM reaches here as KeyboardInterrupt (cli.main), so it also keeps the partial outputs.
-    with Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads) as gen:
-        if not quiet and not as_json:
+    with _conversion_progress(quiet or as_json) as converting:  # only a hub repo or folder seen first is converted
+        generator = Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads,
+                              convert_progress=converting)  # fmt: skip
+    with generator as gen:
+        if talk:
             typer.echo(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
+        plan = ProgressPlan(
+            n=n_outputs,
+            max_tokens=gen.info.max_new_tokens if max_tokens is None else max_tokens,
+            may_stop_early=strict or seconds is not None,
+        )
         for text in prompts:
             where = out if out is not None and not batch else root
-            interrupted = _one(gen, text, where, batch or out is None, settings, as_json=as_json, quiet=quiet)
-            if interrupted:
+            result = _one(gen, text, where, batch or out is None, settings, plan, as_json=as_json, quiet=quiet)
+            if result.interrupted:
                 raise typer.Exit(EXIT_INTERRUPTED)
+            if not quiet:
+                line = outcome_line(result, demo=gen.choice.bundled, seconds=seconds)
+                if line:
+                    typer.echo(line, err=True)
+            no_music = no_music or all(o.failed for o in result.outputs)
+    if no_music:
+        raise typer.Exit(EXIT_NO_MUSIC)
+
+
+def _conversion_progress(quiet: bool):
+    from .convert_cmds import progress_display
+
+    return progress_display(enabled=not quiet)
 
 
 def model_line(choice: ModelChoice, details: str = "") -> str:
@@ -198,15 +231,16 @@ def model_line(choice: ModelChoice, details: str = "") -> str:
     return f"model: {choice.name} ({choice.path}{'; ' + details if details else ''})"
 
 
-def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_json: bool, quiet: bool) -> bool:
-    """Generate for one prompt and write its folder; True if interrupted (partial files written)."""
-    with Progress(settings["n"], enabled=not quiet and not as_json) as progress:
+def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, plan: ProgressPlan, *, as_json: bool,
+         quiet: bool) -> GenerationResult:  # fmt: skip
+    """Generate for one prompt and write its folder (partial files too, when interrupted)."""
+    with Progress(plan, enabled=not quiet and not as_json) as progress:
         result = gen.generate(text, on_step=progress.update, **settings)
     folder = new_output_dir(text, root=where) if new_folder else where
     write_prompt(folder, text)
     paths = []
     for output in result.outputs:
-        midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=bool(output.rejected))
+        midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=not output.usable)
         paths.append(midi_path)
     stats = result.stats()
     for entry, path in zip(stats["outputs"], paths, strict=True):
@@ -221,7 +255,40 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_js
     hint = contention_hint(result)
     if hint and not quiet:
         typer.echo(hint, err=True)
-    return result.interrupted
+    return result
+
+
+def outcome_line(result: GenerationResult, *, demo: bool, seconds: float | None) -> str | None:
+    """One plain line after the table when some or all outputs failed or were rejected, with what to try."""
+    total = len(result.outputs)
+    failed = [o for o in result.outputs if o.failed]
+    rejected = [o for o in result.outputs if o.rejected]
+    if not failed and not rejected:
+        return None
+    parts = []
+    if failed:
+        parts.append(f"{_some(len(failed), total)} failed (no notes)")
+    if rejected:
+        were = "was" if len(rejected) == 1 else "were"
+        why = f"more than {MAX_SIMULTANEOUS_NOTES} notes at one onset"
+        parts.append(f"{_some(len(rejected), total)} {were} rejected ({why})")
+    every = len(failed) + len(rejected) == total
+    kept = "it is" if len(failed) + len(rejected) == 1 else "they are"
+    head = ("no usable output: " if every else "") + " and ".join(parts) + f"; {kept} kept under rejected/"
+    tries = []
+    if rejected:
+        tries.append("a shorter --seconds" if seconds is not None else "--seconds 60 (notes pile up late in a piece)")
+    if failed and result.params.strict is False:
+        tries.append("--strict (the default: well-formed notes only)")
+    tries.append("another prompt" + (" (the demo model's card lists the ones it plays well)" if demo else ""))
+    tries.append("a better model (`midillm-lite models`)")
+    return f"{head}. Try {', '.join(tries[:-1])} or {tries[-1]}."
+
+
+def _some(part: int, total: int) -> str:
+    if total == 1:
+        return "the output"
+    return f"all {total} outputs" if part == total else f"{part} of {total} outputs"
 
 
 def contention_hint(result) -> str | None:

@@ -28,6 +28,7 @@ from ..limits import (
     MAX_SEED,
     MAX_THREADS,
     MAX_TOP_K,
+    MIN_NEW_TOKENS,
 )
 
 
@@ -91,7 +92,7 @@ TEMPERATURE = Bounds(-math.inf, math.inf, note="0 or less: greedy")
 TOP_P = Bounds(0, 1, lo_open=True, note="1: off")
 TOP_K = Bounds(0, MAX_TOP_K, integer=True, note="0: off")
 SEED = Bounds(0, MAX_SEED, integer=True)
-MAX_TOKENS = Bounds(1, MAX_NEW_TOKENS, integer=True, note="the model's context may allow fewer")
+MAX_TOKENS = Bounds(MIN_NEW_TOKENS, MAX_NEW_TOKENS, integer=True, note="the model's context may allow fewer")
 THREADS = Bounds(1, MAX_THREADS, integer=True)
 GPU_LAYERS = Bounds(ALL_LAYERS, MAX_GPU_LAYERS, integer=True, note="-1: all")
 STEPS = Bounds(MIN_STEPS, MAX_NEW_TOKENS, integer=True)

@@ -4,27 +4,74 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 if TYPE_CHECKING:  # types only: importing the engine (llama.cpp) here would slow every verb's start-up
     from ..engine import Timings
-    from ..generate import GenerationResult, OutputProgress
+    from ..generate import GenerationResult, Output, OutputProgress
 
 REFRESH_S = 0.25  # redraw at most 4 times a second: drawing must not cost sampling time
-PLAIN_EVERY_S = 10.0  # off a terminal, one progress line after the first decode, then this often
+PLAIN_EVERY_S = 10.0  # off a terminal, one progress line after the first step, then this often
+# Step 0 samples from the prompt's logits without a decode, so a rate needs at least one real step after it.
+MIN_STEPS_FOR_RATE = 2
+
+
+@dataclass(frozen=True)
+class ProgressPlan:
+    """What a generation will do at most: n outputs of max_tokens each, unless a stop ends some sooner."""
+
+    n: int
+    max_tokens: int
+    may_stop_early: bool  # a --seconds limit or strict mode's time ceiling: the total is an upper bound
+
+    @property
+    def total(self) -> int:
+        return self.n * self.max_tokens
+
+
+def progress_text(plan: ProgressPlan, outputs: list[OutputProgress], timings: Timings) -> str:
+    """`1032 tokens, 344 notes, 13% of 8184 tokens, 10.6 tokens/s, 11m14s left`.
+
+    The outputs advance together, one decode per step, so what is left is the steps of the output
+    furthest from its end, at the mean step time so far; a finished output's unused tokens leave the total.
+    """
+    done = timings.generated
+    total = sum(o.tokens if o.done else plan.max_tokens for o in outputs) or plan.total
+    notes = sum(o.notes for o in outputs)
+    text = f"{done} tokens, {notes} notes, {100 * done / max(total, 1):.0f}% of {total} tokens"
+    if timings.steps < MIN_STEPS_FOR_RATE or timings.steps_s <= 0:
+        return text
+    text += f", {done / timings.steps_s:.1f} tokens/s"
+    steps_left = max((plan.max_tokens - o.tokens for o in outputs if not o.done), default=0)
+    if steps_left:
+        left = format_duration(steps_left * timings.steps_s / timings.steps)
+        text += f", {'at most ' if plan.may_stop_early else ''}{left} left"
+    return text
+
+
+def format_duration(seconds: float) -> str:
+    """42s, 3m05s, 1h02m: short enough for a progress line."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 class Progress:
     """Context manager; `update` is gen's on_step callback."""
 
-    def __init__(self, n: int, *, enabled: bool):
-        self.n = n
+    def __init__(self, plan: ProgressPlan, *, enabled: bool):
+        self.plan = plan
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
         self.console = Console(stderr=True)
@@ -52,19 +99,19 @@ class Progress:
         if not due and not all(o.done for o in outputs):
             return
         self.last_draw = now
-        rate = timings.generated / timings.steps_s if timings.steps_s > 0 else 0.0
+        text = progress_text(self.plan, outputs, timings)
         if self.live is not None:
-            self.live.update(_live_table(outputs, rate), refresh=True)
+            self.live.update(_live_table(outputs, text), refresh=True)
         else:
-            notes = sum(o.notes for o in outputs)
-            typer.echo(f"{timings.generated} tokens, {notes} notes, {rate:.1f} tokens/s", err=True)
+            typer.echo(f"generating: {text}", err=True)
 
     @staticmethod
     def final_table(result: GenerationResult, paths: list[Path], folder: Path) -> None:
+        """The folder once, then each output by its name inside it (never truncated, so outputs stay apart)."""
         t = result.timings
         rate = t.generated / t.steps_s if t.steps_s > 0 else 0.0
         header = (
-            f"{len(result.outputs)} outputs in {folder}: {t.generated} tokens in {t.steps_s:.1f} s "
+            f"{plural(len(result.outputs), 'output')} in {folder}: {t.generated} tokens in {t.steps_s:.1f} s "
             f"({rate:.1f} tokens/s), prompt {t.prompt_tokens} tokens in {t.prompt_s:.2f} s, seed {result.seed}"
         )
         if not sys.stdout.isatty():
@@ -72,29 +119,54 @@ class Progress:
             for output, path in zip(result.outputs, paths, strict=True):
                 typer.echo(f"{path}: {output.summary.describe()}{_flags(output)}")
             return
-        table = Table(title=header, title_justify="left")
-        for column in ("file", "notes", "instruments", "seconds", "repairs", ""):
+        console = Console()
+        console.print(header, soft_wrap=True, highlight=False)  # the folder whole: the terminal wraps, never cuts
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        names = [_relative(path, folder) for path in paths]
+        # Short names, never squeezed: a narrow terminal wraps the instruments rather than cut "gen_1.mid".
+        table.add_column("file", min_width=max(map(len, names), default=4), overflow="fold")
+        for column in ("notes", "instruments", "seconds", "repairs", "status"):
             table.add_column(column)
-        for output, path in zip(result.outputs, paths, strict=True):
+        for output, name in zip(result.outputs, names, strict=True):
             s = output.summary
-            table.add_row(
-                str(path), str(s.notes), ", ".join(s.instruments) or "-", f"{s.seconds:.1f}", str(s.repaired),
-                _flags(output).strip(" ;"),
-            )  # fmt: skip
-        Console().print(table)
+            table.add_row(name, str(s.notes), ", ".join(s.instruments) or "-", f"{s.seconds:.1f}", str(s.repaired),
+                          _status(output))  # fmt: skip
+        console.print(table)
+        for output, name in zip(result.outputs, names, strict=True):  # the reasons in full, below the table
+            if _flags(output):
+                console.print(f"{name}: {_flags(output).removeprefix('; ')}", soft_wrap=True, highlight=False)
 
 
-def _flags(output) -> str:
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+def _flags(output: Output) -> str:
     flags = []
     if output.partial:
         flags.append("partial")
+    if output.failed:
+        flags.append(f"failed: {output.failed}")
     if output.rejected:
         flags.append(f"rejected: {output.rejected}")
     return "; " + "; ".join(flags) if flags else ""
 
 
-def _live_table(outputs: list[OutputProgress], rate: float) -> Table:
-    table = Table(title=f"generating: {rate:.1f} tokens/s", title_justify="left")
+def _status(output: Output) -> str:
+    words = [word for word, on in (("partial", output.partial), ("failed", output.failed),
+                                   ("rejected", output.rejected)) if on]  # fmt: skip
+    return ", ".join(words) or "ok"
+
+
+def _live_table(outputs: list[OutputProgress], text: str) -> Table:
+    table = Table(title=f"generating: {text}", title_justify="left")
     for column in ("output", "tokens", "notes", "music s", ""):
         table.add_column(column)
     for i, o in enumerate(outputs, start=1):
