@@ -108,7 +108,7 @@ NUMERIC_CASES = [
     (["bench", "--n", "1,64"], f"1..{limits.MAX_OUTPUTS}"),
     (["gen", "x", "-n", "64"], f"1..{limits.MAX_OUTPUTS}"),
     (["bench", "--steps", "1"], f"{params.STEPS.describe()}"),
-    (["gen", "x", "--max-tokens", "0"], "1..131072"),
+    (["gen", "x", "--max-tokens", "0"], "3..131072"),
     (["gen", "x", "--gpu-layers", str(2**40)], "-1..1024"),
     (["gen", "x", "--top-k", "-1"], "0..55030"),
     (["gen", "x", "--temperature", "inf"], "any finite number"),
