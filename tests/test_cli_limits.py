@@ -22,7 +22,7 @@ from midillm_lite.amt.continuation import prepare_continuation
 from midillm_lite.amt.transcode import encode_file
 from midillm_lite.cli import params
 from midillm_lite.errors import UserError, check_range
-from midillm_lite.generate import _check_counts
+from midillm_lite.generate import check_settings
 
 DATA = Path(__file__).parent / "data"
 STRAWBERRY = str(DATA / "strawberry.mid")
@@ -75,10 +75,10 @@ def test_library_range_checks_agree_with_the_cli(bounds, value) -> None:
 @pytest.mark.parametrize(
     "call",
     [
-        lambda: _check_counts(1, math.inf),
-        lambda: _check_counts(1, 1e308),
-        lambda: _check_counts(1, math.nan),
-        lambda: _check_counts(0, None),
+        lambda: check_settings(n=1, seconds=math.inf),
+        lambda: check_settings(n=1, seconds=1e308),
+        lambda: check_settings(n=1, seconds=math.nan),
+        lambda: check_settings(n=0),
         lambda: prepare_continuation(STRAWBERRY, from_seconds=math.inf),
         lambda: prepare_continuation(STRAWBERRY, from_seconds=math.nan),
         lambda: prepare_continuation(STRAWBERRY, from_seconds=1e308),
