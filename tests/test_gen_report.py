@@ -13,8 +13,10 @@ from midillm_lite.engine import Timings
 from midillm_lite.errors import UserError
 from midillm_lite.generate import (
     MAX_OUTPUTS,
+    TIME_CEILING_TICKS,
     OutputProgress,
     _make_output,
+    _time_limit,
     _time_stop,
     check_settings,
     setting_warnings,
@@ -48,28 +50,28 @@ def test_rejection_counts_the_notes_the_file_holds():
 
 
 def test_strict_mode_ends_an_output_at_the_last_arrival_time():
-    stop = _time_stop(None, strict=True)
+    stop = _time_stop(_time_limit(None, strict=True))
     state = NoteState(position=1)
     assert stop is not None
     assert not stop(0, [TIME_OFFSET + 9998], state)
     assert stop(0, [TIME_OFFSET + 9999], state)  # past it, every note would stack on one tick
-    assert _time_stop(None, strict=False) is None  # free mode samples as the reference does
-    assert _time_stop(5, strict=False)(0, [TIME_OFFSET + 500], state)
-    assert _time_stop(120, strict=True)(0, [TIME_OFFSET + 9999], state)  # a limit past 100 s cannot lift the end
+    assert _time_limit(None, strict=False) is None  # free mode samples as the reference does
+    assert _time_stop(_time_limit(5, strict=False))(0, [TIME_OFFSET + 500], state)
+    assert _time_limit(120, strict=True) == TIME_CEILING_TICKS  # a limit past 100 s cannot lift the end
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"prompt": "  "}, "the description is empty"),
-        ({"n": 0}, "between 1 and"),
-        ({"n": MAX_OUTPUTS + 1}, "between 1 and"),
-        ({"top_p": 0.0}, "top-p must be in (0, 1]"),
-        ({"top_k": -1}, "top-k must be 0"),
+        ({"n": 0}, "n must be an integer in 1..32"),
+        ({"n": MAX_OUTPUTS + 1}, "n must be an integer in 1..32"),
+        ({"top_p": 0.0}, "top_p must be a finite number in (0, 1]"),
+        ({"top_k": -1}, "top_k must be 0"),
         ({"temperature": float("inf")}, "temperature must be a finite number"),
         ({"max_tokens": 2}, "max_tokens must be an integer in 3..131072"),
-        ({"seconds": float("nan")}, "seconds must be positive"),
-        ({"seconds": float("inf")}, "seconds must be positive"),
+        ({"seconds": float("nan")}, "seconds must be a finite number in (0, 100]"),
+        ({"seconds": float("inf")}, "seconds must be a finite number in (0, 100]"),
     ],
 )
 def test_settings_are_checked_without_a_model(kwargs, message):
