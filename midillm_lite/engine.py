@@ -61,7 +61,9 @@ class Model:
         self.n_ctx_limit = n_ctx or info.context_length or info.train_context_length
         self._handle = handle
         # midi-head: the model's ids are AMT ids; the prompt's text goes in as vectors from the companion.
-        self.companion = TextCompanion(Path(info.companion)) if info.layout == LAYOUT_MIDI_HEAD else None
+        self.companion = (
+            TextCompanion(Path(info.companion), info.embedding_length) if info.layout == LAYOUT_MIDI_HEAD else None
+        )
         self.midi_base = 0 if self.companion else vocab.TEXT_VOCAB_SIZE
         self._vocab = self.companion.vocab if self.companion else llama_cpp.llama_model_get_vocab(handle)
         self._context: _Context | None = None
