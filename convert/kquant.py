@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from midillm_lite.errors import UserError
-from midillm_lite.llamacpp import VERBOSE, init_backend
+from midillm_lite.llamacpp import VERBOSE, init_backend, signals_deferred
 
 if TYPE_CHECKING:
     from .quants import QuantSpec
@@ -40,7 +40,8 @@ def llama_quantize(
         params.token_embedding_type = token_embedding_type
     if output_tensor_type is not None:
         params.output_tensor_type = output_tensor_type
-    rc = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    with signals_deferred():  # it logs a line per tensor; a Ctrl-C is acted on when it returns
+        rc = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if rc != 0:
         raise UserError(
             f"llama.cpp could not quantize {source.name} to {spec.file_type.name} (code {rc}); its log says why (",

@@ -17,7 +17,7 @@ import gguf
 import numpy as np
 
 from .errors import UserError
-from .llamacpp import VERBOSE, ggml_to_float, llama_cpp
+from .llamacpp import VERBOSE, ggml_to_float, llama_cpp, signals_deferred
 from .modelinfo import COMPANION_EMBEDDING, read_gguf_metadata
 
 
@@ -45,7 +45,8 @@ class TextCompanion:
             raise UserError(f"{path} is truncated: its embedding rows run past the end of the file")
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
-        self.handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        with signals_deferred():  # nested in load_model's; deferring here too keeps it safe on its own
+            self.handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.handle:
             self._file.close()
             raise UserError(f"llama.cpp could not read the tokenizer in {path}; its log says why (", VERBOSE, ")")
@@ -66,6 +67,7 @@ class TextCompanion:
 
     def close(self) -> None:
         if self.handle:
-            llama_cpp.llama_model_free(self.handle)
+            with signals_deferred():
+                llama_cpp.llama_model_free(self.handle)
             self.handle = None
         self._file.close()

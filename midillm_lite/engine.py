@@ -28,7 +28,7 @@ from .amt import vocab
 from .companion import TextCompanion
 from .errors import Opt, UserError
 from .layouts import LAYOUT_MIDI_HEAD
-from .llamacpp import VERBOSE, default_threads, gpu_layers, init_backend, llama_cpp, signals_held
+from .llamacpp import VERBOSE, default_threads, gpu_layers, init_backend, interrupt_pending, llama_cpp, signals_deferred
 from .modelinfo import ModelInfo, read_model_info
 from .sampling import NoteState, SamplingParams
 
@@ -129,7 +129,7 @@ def _free_model(handle, contexts: list[_Context], companion: TextCompanion | Non
     for context in contexts:
         context.close()
     contexts.clear()
-    llama_cpp.llama_model_free(handle)
+    _free_handle(handle)
     if companion is not None:
         companion.close()
 
@@ -167,22 +167,40 @@ def load_model(
     # buffers anyway, so the mapping saves little memory.
     params.load_mode = LOAD_MODE_READ
     params.lazy_mode = LAZY_MODE_OFF
-    with signals_held():
-        handle = llama_cpp.llama_model_load_from_file(str(info.path).encode(), params)
+    # A Ctrl-C during the load ends it at the next tensor instead of after the whole file.
+    params.progress_callback = _load_progress
+    handle = None
+    try:
+        with signals_deferred():
+            handle = llama_cpp.llama_model_load_from_file(str(info.path).encode(), params)
+    except BaseException:
+        if handle:
+            _free_handle(handle)
+        raise
     if not handle:
         raise UserError(f"llama.cpp could not load {info.path}; its log says why (", VERBOSE, ")")
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(handle))
     expected = vocab.MIDI_VOCAB_SIZE if info.layout == LAYOUT_MIDI_HEAD else vocab.FULL_VOCAB_SIZE
     if n_vocab != expected:
-        llama_cpp.llama_model_free(handle)
+        _free_handle(handle)
         raise UserError(f"{info.path} has {n_vocab} tokens in llama.cpp's eyes, not {expected}")
     log.debug("loaded %s: %d threads, %d GPU layers", info.path, threads, layers)
     try:
-        with signals_held():
+        with signals_deferred():
             return Model(info, handle, threads, layers, n_ctx, kv_unified)
     except BaseException:
-        llama_cpp.llama_model_free(handle)  # e.g. a broken companion: nothing may leak
+        _free_handle(handle)  # e.g. a broken companion: nothing may leak
         raise
+
+
+@llama_cpp.llama_progress_callback
+def _load_progress(progress: float, user_data) -> bool:  # a ctypes callback object, alive as long as the module
+    return not interrupt_pending()  # False aborts the load
+
+
+def _free_handle(handle) -> None:
+    with signals_deferred():
+        llama_cpp.llama_model_free(handle)
 
 
 # --- context -------------------------------------------------------------------------------
@@ -200,7 +218,7 @@ class _Context:
         params.kv_unified = unified
         params.n_threads = params.n_threads_batch = model.n_threads
         params.no_perf = True
-        with signals_held():
+        with signals_deferred():
             self.ctx = llama_cpp.llama_init_from_model(model._handle, params)
         if not self.ctx:
             raise UserError(
@@ -230,7 +248,9 @@ class _Context:
             batch.seq_id[i][0] = seq
             batch.logits[i] = logits
         batch.n_tokens = len(items)
-        self._check(llama_cpp.llama_decode(self.ctx, batch))
+        with signals_deferred():
+            code = llama_cpp.llama_decode(self.ctx, batch)
+        self._check(code)
 
     @staticmethod
     def _check(code: int) -> None:
@@ -253,7 +273,9 @@ class _Context:
             batch.seq_id[i][0] = 0
             batch.logits[i] = False
         batch.n_tokens = n
-        self._check(llama_cpp.llama_decode(self.ctx, batch))
+        with signals_deferred():
+            code = llama_cpp.llama_decode(self.ctx, batch)
+        self._check(code)
 
     def midi_logits(self, i: int) -> np.ndarray:
         """A float32 view of the MIDI slice of batch item i's logits; valid until the next decode."""
@@ -270,10 +292,11 @@ class _Context:
 
 
 def _free_context(ctx, batch, embd_batch) -> None:
-    llama_cpp.llama_batch_free(batch)
-    if embd_batch is not None:
-        llama_cpp.llama_batch_free(embd_batch)
-    llama_cpp.llama_free(ctx)
+    with signals_deferred():  # ~llama_context logs
+        llama_cpp.llama_batch_free(batch)
+        if embd_batch is not None:
+            llama_cpp.llama_batch_free(embd_batch)
+        llama_cpp.llama_free(ctx)
 
 
 def round_up(n: int, step: int) -> int:

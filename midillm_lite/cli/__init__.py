@@ -95,9 +95,12 @@ def main(argv: list[str] | None = None) -> None:
         # Inside the try: a Ctrl-C while the verbs import is an interruption, not a traceback.
         _register()
         command = typer.main.get_command(app)
-        # Without standalone mode click returns typer.Exit's code instead of exiting.
-        with _terminate_as_interrupt():
-            result = command.main(args=argv, prog_name="midillm-lite", standalone_mode=False)
+        # The command is invoked directly, not through command.main(): typer's main turns a KeyboardInterrupt
+        # into a silent exit 130 (no "interrupted" line) and a broken stdout into exit 1; here every failure
+        # reaches the handlers below.
+        args = list(sys.argv[1:] if argv is None else argv)
+        with _terminate_as_interrupt(), command.make_context("midillm-lite", args) as ctx:
+            result = command.invoke(ctx)
         if isinstance(result, int) and result:
             sys.exit(result)
     except UserError as exc:
