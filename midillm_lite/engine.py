@@ -407,6 +407,7 @@ class Generation:
         last = _decode_prompt(self.model, ctx, prompt)
         ctx.share_prefix(self.n)
         t.prompt_s = time.perf_counter() - start
+        log.debug("prompt of %d tokens evaluated in %.2f s; sampling %d sequences", len(prompt), t.prompt_s, self.n)
         if self.done:
             return
         rows = [ctx.midi_logits(last)] * self.n

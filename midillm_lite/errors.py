@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT; also what an interrupted run that kept its work exits with
+EXIT_IO_ERROR = 74  # sysexits.h EX_IOERR: standard output closed or full (any files were still written)
 
 
 @dataclass(frozen=True)

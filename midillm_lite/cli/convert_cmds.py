@@ -15,7 +15,7 @@ import typer
 from ..convert import DEFAULT_QUANT, QUANT_NAMES, ProgressCallback, convert
 from ..layouts import LAYOUT_STANDARD, LAYOUTS
 from ..modelinfo import ModelInfo, read_model_info
-from . import app
+from . import app, is_terminal
 
 QuantChoice = Enum("QuantChoice", {name: name for name in QUANT_NAMES}, type=str)  # typer shows the choices
 DEFAULT_CHOICE = QuantChoice(DEFAULT_QUANT)
@@ -67,7 +67,7 @@ def convert_command(
 @contextlib.contextmanager
 def _progress_bar() -> Iterator[ProgressCallback | None]:
     """A rich bar (bytes read, rate, ETA) on stderr when it is a terminal; nothing otherwise."""
-    if not sys.stderr.isatty():
+    if not is_terminal(sys.stderr):
         yield None
         return
     from rich.console import Console

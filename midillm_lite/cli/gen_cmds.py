@@ -14,8 +14,16 @@ from ..amt import vocab
 from ..bench import DEFAULT_NS, DEFAULT_STEPS, MIN_STEPS
 from ..errors import EXIT_INTERRUPTED, UserError
 from ..llamacpp import DEVICES
-from ..outputs import DEFAULT_ROOT, new_output_dir, prepare_output_dir, write_output, write_prompt, write_stats
-from . import app
+from ..outputs import (
+    DEFAULT_ROOT,
+    check_output_root,
+    claim_output_dir,
+    new_output_dir,
+    write_output,
+    write_prompt,
+    write_stats,
+)
+from . import InterruptGate, app, echo_or_note
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -106,8 +114,6 @@ def gen_command(
     prompts = _prompts(prompt, prompts_file, interactive)
     batch = prompts_file is not None or interactive
     root = out or DEFAULT_ROOT
-    if not batch and out is not None:
-        prepare_output_dir(out, force=force)  # before loading: a bad folder fails fast
     if from_seconds is not None and continue_from is None:
         raise UserError("--from needs --continue FILE.mid")
     continuation = prepare_continuation(continue_from, from_seconds=from_seconds) if continue_from else None
@@ -115,15 +121,23 @@ def gen_command(
         n=n_outputs, seed=seed, temperature=temperature, top_p=top_p, top_k=top_k, strict=strict,
         max_tokens=max_tokens, seconds=seconds, continuation=continuation,
     )  # fmt: skip
-    # SIGTERM reaches here as KeyboardInterrupt (cli.main), so it also keeps the partial outputs.
-    with Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads) as gen:
-        if not quiet and not as_json:
-            typer.echo(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
-        for text in prompts:
-            where = out if out is not None and not batch else root
-            interrupted = _one(gen, text, where, batch or out is None, settings, as_json=as_json, quiet=quiet)
-            if interrupted:
-                raise typer.Exit(EXIT_INTERRUPTED)
+    # The output folder is claimed (or its parent checked) before the model loads: a bad or busy folder
+    # fails in a second, not after the generation; the claim is held until the last file is written.
+    claim = claim_output_dir(out, force=force) if out is not None and not batch else None
+    if claim is None:
+        check_output_root(root)
+    try:
+        # SIGTERM reaches here as KeyboardInterrupt (cli.main), so it also keeps the partial outputs.
+        with Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads) as gen:
+            if not quiet and not as_json:
+                echo_or_note(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
+            for text in prompts:
+                where = out if claim is not None else root
+                if _one(gen, text, where, claim is None, settings, as_json=as_json, quiet=quiet):
+                    raise typer.Exit(EXIT_INTERRUPTED)
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def model_line(choice: ModelChoice, details: str = "") -> str:
@@ -134,29 +148,36 @@ def model_line(choice: ModelChoice, details: str = "") -> str:
 
 
 def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_json: bool, quiet: bool) -> bool:
-    """Generate for one prompt and write its folder; True if interrupted (partial files written)."""
-    with Progress(settings["n"], enabled=not quiet and not as_json) as progress:
-        result = gen.generate(text, on_step=progress.update, **settings)
-    folder = new_output_dir(text, root=where) if new_folder else where
-    write_prompt(folder, text)
-    paths = []
-    for output in result.outputs:
-        midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=bool(output.rejected))
-        paths.append(midi_path)
-    stats = result.stats()
-    for entry, path in zip(stats["outputs"], paths, strict=True):
-        entry["file"] = str(path)
-    write_stats(folder, stats)
+    """Generate for one prompt and write its folder; True if interrupted (what was made is written first)."""
+    with InterruptGate() as gate:
+        with Progress(settings["n"], enabled=not quiet and not as_json) as progress:
+            result = gen.generate(text, on_step=progress.update, **settings)
+        gate.close()  # sampling is over: from here a signal is recorded, and acted on once the files exist
+        folder = new_output_dir(text, root=where) if new_folder else where
+        write_prompt(folder, text)
+        paths = []
+        for output in result.outputs:
+            rejected = bool(output.rejected)
+            midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=rejected)
+            paths.append(midi_path)
+        stats = result.stats()
+        for entry, path in zip(stats["outputs"], paths, strict=True):
+            entry["file"] = str(path)
+        write_stats(folder, stats)
     if as_json:
-        typer.echo(json.dumps({"folder": str(folder), **stats}))
+        echo_or_note(json.dumps({"folder": str(folder), **stats}))
     elif not quiet:
         Progress.final_table(result, paths, folder)
     if result.interrupted:
         typer.echo(f"interrupted: partial outputs written to {folder}", err=True)
+    elif gate.caught:
+        typer.echo(f"interrupted after sampling ended: the outputs in {folder} are complete", err=True)
+    if gate.caught and result.interrupted:
+        typer.echo("(a further signal arrived while writing; the files were finished first)", err=True)
     hint = contention_hint(result)
     if hint and not quiet:
         typer.echo(hint, err=True)
-    return result.interrupted
+    return result.interrupted or bool(gate.caught)
 
 
 def contention_hint(result) -> str | None:

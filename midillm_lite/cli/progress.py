@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from . import echo_or_note, is_terminal
+
 if TYPE_CHECKING:  # types only: importing the engine (llama.cpp) here would slow every verb's start-up
     from ..engine import Timings
     from ..generate import GenerationResult, OutputProgress
@@ -26,7 +28,7 @@ class Progress:
     def __init__(self, n: int, *, enabled: bool):
         self.n = n
         self.enabled = enabled
-        self.tty = sys.stderr.isatty()
+        self.tty = is_terminal(sys.stderr)
         self.console = Console(stderr=True)
         self.live: Live | None = None
         self.started = self.last_draw = time.perf_counter()
@@ -64,10 +66,10 @@ class Progress:
             f"{len(result.outputs)} outputs in {folder}: {t.generated} tokens in {t.steps_s:.1f} s "
             f"({rate:.1f} tokens/s), prompt {t.prompt_tokens} tokens in {t.prompt_s:.2f} s, seed {result.seed}"
         )
-        if not sys.stdout.isatty():
-            typer.echo(header)
+        if not is_terminal(sys.stdout):
+            echo_or_note(header)
             for output, path in zip(result.outputs, paths, strict=True):
-                typer.echo(f"{path}: {output.summary.describe()}{_flags(output)}")
+                echo_or_note(f"{path}: {output.summary.describe()}{_flags(output)}")
             return
         table = Table(title=header, title_justify="left")
         for column in ("file", "notes", "instruments", "seconds", "repairs", ""):
