@@ -19,7 +19,7 @@ from pathlib import Path
 import mido
 import pytest
 
-from midillm_lite.outputs import LOCK_NAME, STATS_NAME
+from midillm_lite.outputs import STATS_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +128,7 @@ def complete_outputs(out: Path) -> dict:
     """The folder holds the prompt, every output's MIDI and tokens, and the stats; nothing temporary."""
     stats = json.loads((out / STATS_NAME).read_text())
     names = files(out)
-    assert not [n for n in names if n.endswith(".part") or n == LOCK_NAME], names
+    assert not [n for n in names if n.endswith((".part", ".lock"))], names
     for entry in stats["outputs"]:
         midi = Path(entry["file"])
         mido.MidiFile(midi)
