@@ -160,8 +160,13 @@ def output_paths(out: Path, index: int, *, rejected: bool = False) -> tuple[Path
 def write_output(out: Path, index: int, tokens: list[int], midi, *, rejected: bool = False) -> tuple[Path, Path]:
     """Write one output's token file and MIDI file atomically (overwriting: the folder is ours)."""
     midi_path, tokens_path = output_paths(out, index, rejected=rejected)
-    write_tokens(tokens_path, tokens, force=True)
-    save_midi(midi, midi_path, force=True)
+    write_tokens(tokens_path, tokens, force=True)  # first: whatever happens to the MIDI, the tokens are kept
+    try:
+        save_midi(midi, midi_path, force=True)
+    except UserError:
+        raise
+    except (ValueError, OverflowError) as exc:  # mido refuses a message (e.g. a negative time)
+        raise UserError(f"could not write {midi_path} ({exc}); its tokens are in {tokens_path}") from exc
     return midi_path, tokens_path
 
 

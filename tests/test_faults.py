@@ -333,3 +333,24 @@ def test_encode_to_stdout_closed_or_full(tmp_path, stdout: str) -> None:
                               preexec_fn=_close_stdout if stdout == "closed" else None)  # fmt: skip
     assert done.returncode == EXIT_IO_ERROR and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: ") and "internal error" not in done.stderr
+
+
+def test_one_unwritable_midi_keeps_the_other_outputs_and_the_stats(tiny_gguf, tmp_path, monkeypatch, capsys):
+    # Issue 14: a MIDI that could not be written lost the whole run at the last step.
+    from midillm_lite import outputs
+
+    real = outputs.save_midi
+
+    def save_midi(midi, path, **kwargs):
+        if Path(path).name == "gen_1.mid":
+            raise ValueError("message time must be non-negative in MIDI file")
+        return real(midi, path, **kwargs)
+
+    monkeypatch.setattr(outputs, "save_midi", save_midi)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["gen", "x", "-m", str(tiny_gguf()), "-n", "2", "--max-tokens", "9", "-o", str(out),
+                            *GEN_FAST], capsys)  # fmt: skip
+    assert code == 2 and err.startswith(f"error: could not write {out / 'gen_1.mid'} (") and err.count("\n") == 1
+    stats = json.loads((out / STATS_NAME).read_text())
+    assert [o["file"] for o in stats["outputs"]] == [None, str(out / "gen_2.mid")]
+    assert (out / "gen_1_tokens.txt").is_file() and (out / "gen_2_tokens.txt").is_file()

@@ -198,3 +198,48 @@ def test_a_sample_the_reference_rejects_is_kept_under_rejected(tmp_path):
     midi_path, tokens_path = write_output(tmp_path, output.index, output.tokens, output.midi, rejected=True)
     assert midi_path == tmp_path / "rejected" / "gen_1.mid" and tokens_path.read_text().count("\n") == 195
     assert _make_output(0, crowded[:-3], None, partial=False).rejected is None  # 64 is still fine
+
+
+def _smpte_midi(path: Path) -> Path:
+    import io
+
+    import mido
+
+    midi = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack([mido.Message("note_on", note=60, velocity=80), mido.Message("note_off", note=60, time=240)])
+    midi.tracks.append(track)
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
+    data = bytearray(buffer.getvalue())
+    data[12:14] = bytes([0xE7, 0x28])  # the header's division: SMPTE, 25 frames per second, 40 ticks per frame
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_smpte_continuation_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    # Issue 14: gen --continue with an SMPTE file generated, then died writing the MIDI (negative times).
+    from midillm_lite import generate
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    smpte = _smpte_midi(tmp_path / "smpte.mid")
+    with pytest.raises(UserError, match="SMPTE frames"):
+        prepare_continuation(smpte)
+    monkeypatch.setattr(generate, "Generator", no_load)
+    code, _, err = run_cli(["gen", "x", "--continue", str(smpte), "-o", str(tmp_path / "out")], capsys)
+    assert code == 2 and "SMPTE frames" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_midi_that_cannot_be_written_keeps_its_tokens(tmp_path):
+    import mido
+
+    from midillm_lite.outputs import write_output
+
+    bad = mido.MidiFile()
+    bad.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, time=-5)]))
+    with pytest.raises(UserError, match=r"could not write .*gen_1\.mid .*its tokens are in .*gen_1_tokens\.txt"):
+        write_output(tmp_path, 1, [0, 10000, 11000], bad)
+    assert (tmp_path / "gen_1_tokens.txt").read_text() == "0\n10000\n11000\n"
+    assert not (tmp_path / "gen_1.mid").exists()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import Opt, UserError
 from .codec import Note, encode_notes, shift_notes
-from .midi import read_midi
+from .midi import load_midi_file, read_midi
 from .vocab import MAX_TIME, TIME_RESOLUTION, TOKENS_PER_NOTE
 
 DEFAULT_WINDOW_TOKENS = 1023  # half the training length, in whole notes: the other half is for new music
@@ -51,6 +51,7 @@ def prepare_continuation(
     """Read `path`, cut it at `from_seconds` (default: its end) and pick the window the model sees."""
     if from_seconds is not None and from_seconds < 0:
         raise UserError(Opt("from_seconds"), f" must not be negative, not {from_seconds}")
+    _refuse_smpte(path)
     notes = read_midi(path).notes
     if from_seconds is not None:
         cut = round(from_seconds * TIME_RESOLUTION)
@@ -62,6 +63,16 @@ def prepare_continuation(
     start = window[0].onset
     prefix = encode_notes(shift_notes(window, start)).tokens
     return Continuation(source=Path(path), notes=notes, window_start=start, prefix=prefix)
+
+
+def _refuse_smpte(path: str | os.PathLike[str]) -> None:
+    """Refused here, before any model loads: mido reads SMPTE division as negative ticks per beat, so every time
+    came out negative and the generated piece could not be written as MIDI (the run was lost at the last step)."""
+    if load_midi_file(path).ticks_per_beat <= 0:
+        raise UserError(
+            f"{path} counts time in SMPTE frames, which a continuation cannot use yet; save it with "
+            "ticks per beat (any MIDI editor's default) and continue that"
+        )
 
 
 def _last_window(notes: list[Note], *, max_notes: int, max_span: int) -> list[Note]:

@@ -155,15 +155,21 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_js
         gate.close()  # sampling is over: from here a signal is recorded, and acted on once the files exist
         folder = new_output_dir(text, root=where) if new_folder else where
         write_prompt(folder, text)
-        paths = []
+        paths, failed = [], []
         for output in result.outputs:
             rejected = bool(output.rejected)
-            midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=rejected)
+            try:
+                midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=rejected)
+            except UserError as exc:  # one output's file: the others and the stats are still written
+                failed.append(exc)
+                midi_path = None
             paths.append(midi_path)
         stats = result.stats()
         for entry, path in zip(stats["outputs"], paths, strict=True):
-            entry["file"] = str(path)
+            entry["file"] = None if path is None else str(path)
         write_stats(folder, stats)
+    if failed:
+        raise failed[0]
     if as_json:
         echo_or_note(json.dumps({"folder": str(folder), **stats}))
     elif not quiet:
