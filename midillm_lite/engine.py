@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import time
 import weakref
@@ -376,6 +377,7 @@ class Generation:
     stop: StopPredicate | None = None
     tokens: list[list[int]] = field(default_factory=list)  # per sequence, AMT ids after the prefix
     finished: list[bool] = field(default_factory=list)
+    nonfinite: list[int] = field(default_factory=list)  # per sequence, steps whose logits held NaN or inf
     timings: Timings = field(default_factory=Timings)
 
     def __iter__(self) -> Iterator[StepEvent]:
@@ -401,6 +403,7 @@ class Generation:
         model = self.model
         self.tokens = [[] for _ in range(self.n)]
         self.finished = [self.max_new_tokens <= 0] * self.n
+        self.nonfinite = [0] * self.n
         t = self.timings = Timings(prompt_tokens=len(prompt))
 
         start = time.perf_counter()
@@ -435,6 +438,10 @@ class Generation:
                 break
 
     def _advance(self, seq: int, row: np.ndarray, state: NoteState, rng: np.random.Generator) -> tuple[int, int]:
+        # Broken weights (random bytes, NaN) give NaN logits, and the sampler then always picks the lowest id:
+        # counted here so the result can say so. max() is the cheap test (~20 us a row): NaN and +inf survive it.
+        if not math.isfinite(row.max()):
+            self.nonfinite[seq] += 1
         amt_id = sampling.sample_next(row, state, self.params, rng)
         state.update(amt_id)
         out = self.tokens[seq]

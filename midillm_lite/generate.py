@@ -13,6 +13,7 @@ during sampling ends it early and returns what was made, marked partial
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class Output:
     summary: MusicSummary
     partial: bool = False  # sampling stopped by an interrupt before this output finished
     rejected: str | None = None  # why the reference would have thrown this sample away
+    degenerate: str | None = None  # why this is not music from a working model (NaN logits, one note repeated)
 
 
 @dataclass
@@ -127,6 +129,7 @@ class GenerationResult:
                     "tokens": len(o.tokens),
                     "partial": o.partial,
                     "rejected": o.rejected,
+                    "degenerate": o.degenerate,
                     **o.summary.to_dict(),
                 }
                 for o in self.outputs
@@ -160,16 +163,26 @@ class Generator:
     ):
         self.choice: ModelChoice = find_model(model)  # its name, and whether it is the bundled demo
         self.path = self.choice.path
+        # The stats name the file that was loaded: hashed while llama.cpp reads it (a thread: both mostly wait
+        # on I/O or run in C), and refused if it changed meanwhile (an overwritten model generated garbage).
+        before = _identity(self.path)
+        digest: dict[str, str] = {}
+        # A daemon thread: a failed or interrupted load does not wait for the hash to finish.
+        hasher = threading.Thread(target=lambda: digest.update(sha256=sha256_file(self.path)), daemon=True)
+        hasher.start()
         self.model: Model = load_model(self.path, n_threads=threads, n_gpu_layers=gpu_layers, device=device)
-        self._sha256: str | None = None
+        hasher.join()
+        if "sha256" not in digest or _identity(self.path) != before:
+            self.model.close()
+            raise UserError(f"{self.path} changed on disk while it was loading; load it again once it is complete")
+        self._sha256 = digest["sha256"][:HASH_PREFIX]
 
     @property
     def info(self) -> ModelInfo:
         return self.model.info
 
     def sha256_prefix(self) -> str:
-        if self._sha256 is None:
-            self._sha256 = sha256_file(self.path)[:HASH_PREFIX]
+        """The first hex digits of the sha256 of the model file as it was loaded."""
         return self._sha256
 
     def close(self) -> None:
@@ -224,6 +237,8 @@ class Generator:
             _make_output(i, tokens, continuation, partial=interrupted and not generation.finished[i])
             for i, tokens in enumerate(generation.tokens)
         ]
+        for output, nonfinite in zip(outputs, generation.nonfinite, strict=False):
+            output.degenerate = degenerate_reason(output.tokens, nonfinite)
         return GenerationResult(
             prompt=prompt,
             seed=generation.seed,
@@ -241,6 +256,11 @@ class Generator:
             model_sha256=self.sha256_prefix(),
             model_name=self.choice.name,
         )
+
+
+def _identity(path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _check_counts(n: int, seconds: float | None) -> None:
@@ -291,6 +311,20 @@ def _track(progress: list[OutputProgress], event: StepEvent, generation: Generat
             p.seconds = max(p.seconds, time_seconds(amt_id))
         p.notes = p.tokens // TOKENS_PER_NOTE
         p.done = generation.finished[seq]
+
+
+MIN_NOTES_TO_JUDGE = 4  # fewer identical notes can be a deliberate repeat
+
+
+def degenerate_reason(tokens: list[int], nonfinite_steps: int) -> str | None:
+    """Why an output is not music a working model makes, or None: NaN/inf logits, or one note over and over."""
+    if nonfinite_steps:
+        return f"the model's logits were NaN or infinite at {nonfinite_steps} steps: its weights are broken"
+    whole = len(tokens) - len(tokens) % TOKENS_PER_NOTE
+    notes = {tuple(tokens[i : i + TOKENS_PER_NOTE]) for i in range(0, whole, TOKENS_PER_NOTE)}
+    if len(tokens) >= MIN_NOTES_TO_JUDGE * TOKENS_PER_NOTE and len(notes) == 1:
+        return f"all {len(tokens) // TOKENS_PER_NOTE} notes are the same note at the same time: the model is broken"
+    return None
 
 
 def _make_output(seq: int, tokens: list[int], continuation: Continuation | None, *, partial: bool) -> Output:

@@ -168,6 +168,9 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_js
         for entry, path in zip(stats["outputs"], paths, strict=True):
             entry["file"] = None if path is None else str(path)
         write_stats(folder, stats)
+    warned = {o.degenerate for o in result.outputs if o.degenerate}  # one line per distinct reason
+    for reason in sorted(warned):
+        typer.echo(f"warning: {reason} ({folder})", err=True)
     if failed:
         raise failed[0]
     if as_json:

@@ -89,6 +89,8 @@ def _flags(output) -> str:
         flags.append("partial")
     if output.rejected:
         flags.append(f"rejected: {output.rejected}")
+    if output.degenerate:
+        flags.append("degenerate")
     return "; " + "; ".join(flags) if flags else ""
 
 
