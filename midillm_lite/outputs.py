@@ -20,7 +20,7 @@ from typing import Any
 from .amt.midi import save_midi
 from .amt.tokens_file import write_tokens
 from .errors import Opt, UserError
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_text, process_alive
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def _take_lock(lock: Path) -> Path:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             owner = _lock_owner(lock)
-            if owner is not None and _alive(owner):
+            if owner is not None and process_alive(owner):
                 raise UserError(
                     f"{lock.parent} is in use by another generation (process {owner}); wait for it to finish or "
                     "choose another folder"
@@ -126,16 +126,6 @@ def _lock_owner(lock: Path) -> int | None:
         return int(lock.read_text().strip())
     except (OSError, ValueError):
         return None  # unreadable or half-written: treated as left behind
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def check_output_root(root: Path) -> None:
