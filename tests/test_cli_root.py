@@ -42,7 +42,7 @@ def test_interrupt_while_python_imports_the_cli_says_so(monkeypatch, capsys):
                 raise KeyboardInterrupt
             return None
 
-    monkeypatch.delitem(sys.modules, "midillm_lite.cli")
+    monkeypatch.delitem(sys.modules, "midillm_lite.cli", raising=False)
     monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
     with pytest.raises(SystemExit) as exit_info:
         __main__.run()
