@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from midillm_lite.errors import UserError
-from midillm_lite.llamacpp import VERBOSE, init_backend, log_lines
+from midillm_lite.llamacpp import VERBOSE, init_backend, log_lines, signals_deferred
 
 if TYPE_CHECKING:
     from .quants import QuantSpec
@@ -62,7 +62,8 @@ def llama_quantize(
     if output_tensor_type is not None:
         params.output_tensor_type = output_tensor_type
     listener = tensor_progress_listener(progress) if progress is not None else (lambda line: None)
-    with log_lines(listener):
+    # llama.cpp logs a line per tensor: progress comes from them, and a Ctrl-C is acted on when it returns
+    with log_lines(listener), signals_deferred():
         rc = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
     if rc != 0:
         raise UserError(

@@ -13,6 +13,7 @@ byte: both files hold exactly the standard file's weights.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -47,11 +48,12 @@ def split_midi_head(standard: str | os.PathLike[str], out: str | os.PathLike[str
     reader = gguf.GGUFReader(standard)
     _check_standard(reader, Path(standard))
     arch = str(reader.fields[K.General.ARCHITECTURE].contents())
+    pair = _split_hash(reader)
     # The companion goes first: a model file under its final name always has its companion beside it.
     with atomic_path(companion, force=True) as tmp:
-        _write(tmp, arch, reader, _companion_fields(reader), _text_rows(reader))
+        _write(tmp, arch, reader, _companion_fields(reader, pair), _text_rows(reader))
     with atomic_path(out, force=True) as tmp:
-        _write(tmp, arch, reader, _model_fields(reader, companion.name), _midi_rows(reader))
+        _write(tmp, arch, reader, _model_fields(reader, companion.name, pair), _midi_rows(reader))
     log.info("wrote %s and %s (%s layout)", out, companion, LAYOUT_MIDI_HEAD)
     return companion
 
@@ -74,17 +76,31 @@ def _copied(reader: gguf.GGUFReader, keep) -> Iterable[tuple[str, object, list[g
         yield key, field.contents(), field.types
 
 
-def _model_fields(reader: gguf.GGUFReader, companion_name: str):
+def _split_hash(reader: gguf.GGUFReader) -> str:
+    """The pairing key both files carry: sha256 of the standard file's whole token_embd (text and MIDI rows)."""
+    digest = hashlib.sha256()
+    for tensor in reader.tensors:
+        if tensor.name == EMBEDDING_NAME:
+            digest.update(tensor.data)  # a memory-mapped view: hashed in place, not copied
+    return digest.hexdigest()
+
+
+def _pair_field(pair: str) -> tuple[str, object, list[gguf.GGUFValueType]]:
+    return (gguf_keys.SPLIT_SHA256, pair, [gguf.GGUFValueType.STRING])
+
+
+def _model_fields(reader: gguf.GGUFReader, companion_name: str, pair: str):
     fields = list(_copied(reader, lambda key: not key.startswith(TOKENIZER_PREFIX)))
     fields = [_with(f, K.LLM.VOCAB_SIZE.format(arch=_arch(reader)), vocab.MIDI_VOCAB_SIZE) for f in fields]
     fields = [_with(f, gguf_keys.LAYOUT, LAYOUT_MIDI_HEAD) for f in fields]
     fields.append((K.Tokenizer.MODEL, NO_VOCAB, [gguf.GGUFValueType.STRING]))
     fields.append((gguf_keys.COMPANION, companion_name, [gguf.GGUFValueType.STRING]))
+    fields.append(_pair_field(pair))
     return fields
 
 
-def _companion_fields(reader: gguf.GGUFReader):
-    fields = []
+def _companion_fields(reader: gguf.GGUFReader, pair: str):
+    fields = [_pair_field(pair)]
     for key, value, types in _copied(reader, lambda key: True):
         if key in PER_TOKEN_ARRAYS:
             value = value[: vocab.TEXT_VOCAB_SIZE]

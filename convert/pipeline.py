@@ -20,7 +20,7 @@ import numpy as np
 
 from midillm_lite import __version__, gguf_keys
 from midillm_lite.errors import Opt, UserError, check_range
-from midillm_lite.fsutil import atomic_path, check_writable_target
+from midillm_lite.fsutil import atomic_path, check_writable_target, remove_stale_parts
 from midillm_lite.layouts import LAYOUT_MIDI_HEAD, LAYOUT_STANDARD, LAYOUTS, companion_path
 from midillm_lite.limits import MAX_THREADS
 from midillm_lite.modelinfo import read_model_info
@@ -81,6 +81,7 @@ def convert(
     spec, quant = quant_spec(quant), quant.lower()
     out = Path(out)
     check_writable_target(out, force=force)
+    _clean_leftovers(out)
     started = time.monotonic()
     checkpoint = open_checkpoint(source)
     hp = checkpoint.hparams
@@ -113,6 +114,14 @@ def convert(
     return result
 
 
+def _clean_leftovers(out: Path) -> None:
+    """A killed convert leaves hidden temporary files (GBs for a real model) beside its target: the next
+    convert to that target removes them, and says so."""
+    removed = remove_stale_parts(out)
+    if removed:
+        log.warning("removed %d temporary file(s) left beside %s by an interrupted convert", len(removed), out)
+
+
 def _convert_midi_head(
     source: str | os.PathLike[str], out: Path, *, quant: str, force: bool, threads: int | None,
     progress: ProgressCallback | None, layout: str,
@@ -123,6 +132,8 @@ def _convert_midi_head(
         raise UserError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     check_writable_target(out, force=force)
     check_writable_target(companion_path(out), force=force)
+    for target in (out, companion_path(out)):
+        _clean_leftovers(target)
     started = time.monotonic()
     if str(source).endswith(".gguf") and Path(source).is_file():
         standard = Path(source)

@@ -7,6 +7,10 @@ def run() -> None:
     try:
         from .cli import main
     except KeyboardInterrupt:  # Ctrl-C while Python is still importing: an interruption, not a traceback
+        import sys
+
+        if sys.stderr is not None:  # said, as every other interruption is (it exited 130 without a word)
+            print("interrupted", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
     main()
 

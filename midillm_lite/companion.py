@@ -17,22 +17,23 @@ import gguf
 import numpy as np
 
 from .errors import UserError
-from .llamacpp import VERBOSE, ggml_to_float, llama_cpp
-from .modelinfo import read_gguf_metadata
-
-EMBEDDING_TENSOR = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"
+from .llamacpp import VERBOSE, ggml_to_float, llama_cpp, signals_deferred
+from .modelinfo import COMPANION_EMBEDDING, read_gguf_metadata
 
 
 class TextCompanion:
     """Tokenizer (a llama.cpp vocabulary) plus text embedding rows; close() releases both."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, width: int):
         self.path = path
         meta = read_gguf_metadata(path)
-        entry = next((t for t in meta.tensors if t.name == EMBEDDING_TENSOR), None)
+        entry = next((t for t in meta.tensors if t.name == COMPANION_EMBEDDING), None)
         if entry is None or len(entry.shape) != 2:
-            raise UserError(f"{path} is not a midi-head text companion (no {EMBEDDING_TENSOR} matrix); reconvert")
+            raise UserError(f"{path} is not a midi-head text companion (no {COMPANION_EMBEDDING} matrix); reconvert")
         self.n_embd, self.n_rows = entry.shape  # ggml order: the fastest dimension first
+        # read_model_info checked the pair; a file swapped since then must not reach llama.cpp either.
+        if self.n_embd != width:
+            raise UserError(f"{path} holds {self.n_embd}-wide text embeddings, not the model's {width}; reconvert")
         self.qtype = gguf.GGMLQuantizationType(entry.type)
         block, type_size = gguf.GGML_QUANT_SIZES[self.qtype]
         self.row_bytes = self.n_embd // block * type_size
@@ -44,7 +45,8 @@ class TextCompanion:
             raise UserError(f"{path} is truncated: its embedding rows run past the end of the file")
         params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
-        self.handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+        with signals_deferred():  # nested in load_model's; deferring here too keeps it safe on its own
+            self.handle = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not self.handle:
             self._file.close()
             raise UserError(f"llama.cpp could not read the tokenizer in {path}; its log says why (", VERBOSE, ")")
@@ -65,6 +67,7 @@ class TextCompanion:
 
     def close(self) -> None:
         if self.handle:
-            llama_cpp.llama_model_free(self.handle)
+            with signals_deferred():
+                llama_cpp.llama_model_free(self.handle)
             self.handle = None
         self._file.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import math
 import os
 import time
 import weakref
@@ -29,7 +30,15 @@ from .companion import TextCompanion
 from .errors import Opt, UserError, check_range
 from .layouts import LAYOUT_MIDI_HEAD
 from .limits import MAX_NEW_TOKENS, MAX_SEED, MAX_THREADS
-from .llamacpp import VERBOSE, default_threads, gpu_layers, init_backend, llama_cpp, signals_held
+from .llamacpp import (
+    VERBOSE,
+    default_threads,
+    gpu_layers,
+    init_backend,
+    interrupt_pending,
+    llama_cpp,
+    signals_deferred,
+)
 from .modelinfo import ModelInfo, read_model_info
 from .sampling import NoteState, SamplingParams
 
@@ -62,7 +71,9 @@ class Model:
         self.n_ctx_limit = n_ctx or info.context_length or info.train_context_length
         self._handle = handle
         # midi-head: the model's ids are AMT ids; the prompt's text goes in as vectors from the companion.
-        self.companion = TextCompanion(Path(info.companion)) if info.layout == LAYOUT_MIDI_HEAD else None
+        self.companion = (
+            TextCompanion(Path(info.companion), info.embedding_length) if info.layout == LAYOUT_MIDI_HEAD else None
+        )
         self.midi_base = 0 if self.companion else vocab.TEXT_VOCAB_SIZE
         self._vocab = self.companion.vocab if self.companion else llama_cpp.llama_model_get_vocab(handle)
         self._context: _Context | None = None
@@ -128,7 +139,7 @@ def _free_model(handle, contexts: list[_Context], companion: TextCompanion | Non
     for context in contexts:
         context.close()
     contexts.clear()
-    llama_cpp.llama_model_free(handle)
+    _free_handle(handle)
     if companion is not None:
         companion.close()
 
@@ -165,22 +176,40 @@ def load_model(
     # buffers anyway, so the mapping saves little memory.
     params.load_mode = LOAD_MODE_READ
     params.lazy_mode = LAZY_MODE_OFF
-    with signals_held():
-        handle = llama_cpp.llama_model_load_from_file(str(info.path).encode(), params)
+    # A Ctrl-C during the load ends it at the next tensor instead of after the whole file.
+    params.progress_callback = _load_progress
+    handle = None
+    try:
+        with signals_deferred():
+            handle = llama_cpp.llama_model_load_from_file(str(info.path).encode(), params)
+    except BaseException:
+        if handle:
+            _free_handle(handle)
+        raise
     if not handle:
         raise UserError(f"llama.cpp could not load {info.path}; its log says why (", VERBOSE, ")")
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(handle))
     expected = vocab.MIDI_VOCAB_SIZE if info.layout == LAYOUT_MIDI_HEAD else vocab.FULL_VOCAB_SIZE
     if n_vocab != expected:
-        llama_cpp.llama_model_free(handle)
+        _free_handle(handle)
         raise UserError(f"{info.path} has {n_vocab} tokens in llama.cpp's eyes, not {expected}")
     log.debug("loaded %s: %d threads, %d GPU layers", info.path, threads, layers)
     try:
-        with signals_held():
+        with signals_deferred():
             return Model(info, handle, threads, layers, n_ctx, kv_unified)
     except BaseException:
-        llama_cpp.llama_model_free(handle)  # e.g. a broken companion: nothing may leak
+        _free_handle(handle)  # e.g. a broken companion: nothing may leak
         raise
+
+
+@llama_cpp.llama_progress_callback
+def _load_progress(progress: float, user_data) -> bool:  # a ctypes callback object, alive as long as the module
+    return not interrupt_pending()  # False aborts the load
+
+
+def _free_handle(handle) -> None:
+    with signals_deferred():
+        llama_cpp.llama_model_free(handle)
 
 
 # --- context -------------------------------------------------------------------------------
@@ -198,7 +227,7 @@ class _Context:
         params.kv_unified = unified
         params.n_threads = params.n_threads_batch = model.n_threads
         params.no_perf = True
-        with signals_held():
+        with signals_deferred():
             self.ctx = llama_cpp.llama_init_from_model(model._handle, params)
         if not self.ctx:
             raise UserError(
@@ -228,7 +257,9 @@ class _Context:
             batch.seq_id[i][0] = seq
             batch.logits[i] = logits
         batch.n_tokens = len(items)
-        self._check(llama_cpp.llama_decode(self.ctx, batch))
+        with signals_deferred():
+            code = llama_cpp.llama_decode(self.ctx, batch)
+        self._check(code)
 
     @staticmethod
     def _check(code: int) -> None:
@@ -251,7 +282,9 @@ class _Context:
             batch.seq_id[i][0] = 0
             batch.logits[i] = False
         batch.n_tokens = n
-        self._check(llama_cpp.llama_decode(self.ctx, batch))
+        with signals_deferred():
+            code = llama_cpp.llama_decode(self.ctx, batch)
+        self._check(code)
 
     def midi_logits(self, i: int) -> np.ndarray:
         """A float32 view of the MIDI slice of batch item i's logits; valid until the next decode."""
@@ -268,10 +301,11 @@ class _Context:
 
 
 def _free_context(ctx, batch, embd_batch) -> None:
-    llama_cpp.llama_batch_free(batch)
-    if embd_batch is not None:
-        llama_cpp.llama_batch_free(embd_batch)
-    llama_cpp.llama_free(ctx)
+    with signals_deferred():  # ~llama_context logs
+        llama_cpp.llama_batch_free(batch)
+        if embd_batch is not None:
+            llama_cpp.llama_batch_free(embd_batch)
+        llama_cpp.llama_free(ctx)
 
 
 def round_up(n: int, step: int) -> int:
@@ -354,6 +388,7 @@ class Generation:
     stop: StopPredicate | None = None
     tokens: list[list[int]] = field(default_factory=list)  # per sequence, AMT ids after the prefix
     finished: list[bool] = field(default_factory=list)
+    nonfinite: list[int] = field(default_factory=list)  # per sequence, steps whose logits held NaN or inf
     timings: Timings = field(default_factory=Timings)
 
     def __iter__(self) -> Iterator[StepEvent]:
@@ -379,12 +414,14 @@ class Generation:
         model = self.model
         self.tokens = [[] for _ in range(self.n)]
         self.finished = [self.max_new_tokens <= 0] * self.n
+        self.nonfinite = [0] * self.n
         t = self.timings = Timings(prompt_tokens=len(prompt))
 
         start = time.perf_counter()
         last = _decode_prompt(self.model, ctx, prompt)
         ctx.share_prefix(self.n)
         t.prompt_s = time.perf_counter() - start
+        log.debug("prompt of %d tokens evaluated in %.2f s; sampling %d sequences", len(prompt), t.prompt_s, self.n)
         if self.done:
             return
         rows = [ctx.midi_logits(last)] * self.n
@@ -412,6 +449,10 @@ class Generation:
                 break
 
     def _advance(self, seq: int, row: np.ndarray, state: NoteState, rng: np.random.Generator) -> tuple[int, int]:
+        # Broken weights (random bytes, NaN) give NaN logits, and the sampler then always picks the lowest id:
+        # counted here so the result can say so. max() is the cheap test (~20 us a row): NaN and +inf survive it.
+        if not math.isfinite(row.max()):
+            self.nonfinite[seq] += 1
         amt_id = sampling.sample_next(row, state, self.params, rng)
         state.update(amt_id)
         out = self.tokens[seq]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 EXIT_NO_MUSIC = 1  # gen: every output of a generation failed (its tokens decode to no notes)
 EXIT_INTERRUPTED = 130  # the shell's convention for SIGINT; also what an interrupted run that kept its work exits with
+EXIT_IO_ERROR = 74  # sysexits.h EX_IOERR: standard output closed or full (any files were still written)
 
 
 @dataclass(frozen=True)

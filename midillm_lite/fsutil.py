@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +37,8 @@ def atomic_path(path: Path, *, force: bool = True) -> Iterator[Path]:
     parent = path.parent if str(path.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+        # The pid in the name lets a later run tell a dead run's leftover from a file still being written.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=PART_SUFFIX, dir=parent)
     except OSError as exc:
         raise UserError(f"cannot write in {parent}: {exc.strerror or exc}") from exc
     os.close(fd)
@@ -53,6 +55,56 @@ def atomic_path(path: Path, *, force: bool = True) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+PART_SUFFIX = ".part"
+STALE_PART_AGE_S = 24 * 3600  # a temporary file from before names held a pid is only removed once this old
+
+
+def remove_stale_parts(path: Path) -> list[Path]:
+    """Remove the temporary files of `path` (atomic_path's, and anything built on their names) left by runs
+    that were killed; those of a live process, or too recent to judge, are kept. Returns what was removed."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    prefix = f".{path.name}."
+    removed = []
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        fields = entry.name[len(prefix) :].split(".") if entry.name.startswith(prefix) else []
+        if len(fields) >= 3 and fields[0].isdigit() and fields[2] == PART_SUFFIX[1:]:
+            stale = not process_alive(int(fields[0]))
+        elif len(fields) >= 2 and fields[1] == PART_SUFFIX[1:]:
+            stale = _age(entry) > STALE_PART_AGE_S
+        else:
+            continue
+        if stale and entry.is_file():
+            with contextlib.suppress(OSError):
+                entry.unlink()
+                removed.append(entry)
+    return removed
+
+
+def _age(entry: Path) -> float:
+    try:
+        return time.time() - entry.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except (OverflowError, OSError):
+        return False
+    return True
 
 
 def _default_mode() -> int:

@@ -16,6 +16,7 @@ more than 64 notes at one onset is `rejected` (as the reference rejects it).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -75,6 +76,8 @@ class Output:
     @property
     def usable(self) -> bool:
         return self.failed is None and self.rejected is None
+
+    degenerate: str | None = None  # why this is not music from a working model (NaN logits, one note repeated)
 
 
 @dataclass
@@ -150,6 +153,7 @@ class GenerationResult:
                     "partial": o.partial,
                     "failed": o.failed,
                     "rejected": o.rejected,
+                    "degenerate": o.degenerate,
                     **o.summary.to_dict(),
                 }
                 for o in self.outputs
@@ -185,16 +189,26 @@ class Generator:
         # Its name and whether it is the bundled demo; a hub repo or checkpoint folder is converted here, once.
         self.choice: ModelChoice = find_model(model, progress=convert_progress)
         self.path = self.choice.path
+        # The stats name the file that was loaded: hashed while llama.cpp reads it (a thread: both mostly wait
+        # on I/O or run in C), and refused if it changed meanwhile (an overwritten model generated garbage).
+        before = _identity(self.path)
+        digest: dict[str, str] = {}
+        # A daemon thread: a failed or interrupted load does not wait for the hash to finish.
+        hasher = threading.Thread(target=lambda: digest.update(sha256=sha256_file(self.path)), daemon=True)
+        hasher.start()
         self.model: Model = load_model(self.path, n_threads=threads, n_gpu_layers=gpu_layers, device=device)
-        self._sha256: str | None = None
+        hasher.join()
+        if "sha256" not in digest or _identity(self.path) != before:
+            self.model.close()
+            raise UserError(f"{self.path} changed on disk while it was loading; load it again once it is complete")
+        self._sha256 = digest["sha256"][:HASH_PREFIX]
 
     @property
     def info(self) -> ModelInfo:
         return self.model.info
 
     def sha256_prefix(self) -> str:
-        if self._sha256 is None:
-            self._sha256 = sha256_file(self.path)[:HASH_PREFIX]
+        """The first hex digits of the sha256 of the model file as it was loaded."""
         return self._sha256
 
     def close(self) -> None:
@@ -259,6 +273,8 @@ class Generator:
             )
             for i, tokens in enumerate(generation.tokens)
         ]
+        for output, nonfinite in zip(outputs, generation.nonfinite, strict=False):
+            output.degenerate = degenerate_reason(output.tokens, nonfinite)
         return GenerationResult(
             prompt=prompt,
             seed=generation.seed,
@@ -311,6 +327,11 @@ def setting_warnings(*, n: int, temperature: float) -> list[str]:
     return []
 
 
+def _identity(path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _check_prompt_length(prompt: int, prefix: int, trained: int) -> None:
     """MIDI-LLM saw at most `trained` tokens per sequence; a longer prompt is outside anything it learned."""
     if prompt + prefix >= trained:
@@ -359,6 +380,20 @@ def _track(progress: list[OutputProgress], event: StepEvent, generation: Generat
             p.seconds = max(p.seconds, time_seconds(amt_id))
         p.notes = p.tokens // TOKENS_PER_NOTE
         p.done = generation.finished[seq]
+
+
+MIN_NOTES_TO_JUDGE = 4  # fewer identical notes can be a deliberate repeat
+
+
+def degenerate_reason(tokens: list[int], nonfinite_steps: int) -> str | None:
+    """Why an output is not music a working model makes, or None: NaN/inf logits, or one note over and over."""
+    if nonfinite_steps:
+        return f"the model's logits were NaN or infinite at {nonfinite_steps} steps: its weights are broken"
+    whole = len(tokens) - len(tokens) % TOKENS_PER_NOTE
+    notes = {tuple(tokens[i : i + TOKENS_PER_NOTE]) for i in range(0, whole, TOKENS_PER_NOTE)}
+    if len(tokens) >= MIN_NOTES_TO_JUDGE * TOKENS_PER_NOTE and len(notes) == 1:
+        return f"all {len(tokens) // TOKENS_PER_NOTE} notes are the same note at the same time: the model is broken"
+    return None
 
 
 def _trim(tokens: list[int], *, partial: bool, strict: bool, limit: int | None) -> tuple[list[int], str | None]:

@@ -37,6 +37,9 @@ SOURCE_REVISION = f"{NAMESPACE}.source.revision"
 CONVERTER_VERSION = f"{NAMESPACE}.converter_version"
 LAYOUT = f"{NAMESPACE}.layout"  # see layouts.py: "standard" or "midi-head"
 COMPANION = f"{NAMESPACE}.companion"  # midi-head only: file name of the text companion, beside the model
+# midi-head only, in the model AND its companion: sha256 of the standard file's token_embd bytes, so a companion
+# taken from another model (same name, other conversion) is refused before llama.cpp reads either file.
+SPLIT_SHA256 = f"{NAMESPACE}.split_sha256"
 
 V = gguf.GGUFValueType
 
@@ -107,6 +110,8 @@ KEYS: tuple[Key, ...] = (
     Key(LAYOUT, V.STRING, lambda p: p.layout, meaning="standard or midi-head (layouts.py)",
         check=lambda value, _: value in LAYOUTS, allowed=f"one of {', '.join(LAYOUTS)} (this version's layouts)"),
     Key(COMPANION, V.STRING, None, required=False, meaning="midi-head: the text companion's file name"),
+    # Not required: files split before it existed still load, checked by width and vocabulary only.
+    Key(SPLIT_SHA256, V.STRING, None, required=False, meaning="midi-head: pairs the model with its companion"),
 )  # fmt: skip
 BY_NAME = {key.name: key for key in KEYS}
 REQUIRED = tuple(key.name for key in KEYS if key.required)

@@ -115,25 +115,61 @@ def init_backend() -> None:
         llama_cpp = _import_llama_cpp()
 
         _log_callback = llama_cpp.llama_log_callback(_route_llama_log)
-        llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
-        llama_cpp.llama_backend_init()
+        with signals_deferred():
+            llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+            llama_cpp.llama_backend_init()
+
+
+# --- signals during C calls ----------------------------------------------------------------
+# Python runs a signal's handler at the next bytecode of the main thread; during a C call that is inside
+# _route_llama_log, where a KeyboardInterrupt is printed ("Exception ignored on calling ctypes callback")
+# and dropped, so the Ctrl-C was lost. Blocking the signals (pthread_sigmask) is not enough: it covers the
+# main thread only, and the kernel hands a process-wide signal to any of llama.cpp's worker threads.
+# So during a C call the handlers only record the signal; it is delivered when the call returns.
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_deferring = False
+_caught: list[int] = []  # signals that arrived during the current C call
+
+
+def _record(signum: int, frame) -> None:
+    _caught.append(signum)
+
+
+def interrupt_pending() -> bool:
+    """A signal arrived during the current C call (a progress callback returns False on it to stop a load)."""
+    return bool(_caught)
 
 
 @contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while llama.cpp works (and logs through the Python callback above).
+def signals_deferred() -> Iterator[None]:
+    """Around every llama.cpp call that may log: SIGINT/SIGTERM are recorded, then delivered when it returns.
 
-    A signal whose handler runs inside a ctypes callback is printed and dropped, so a
-    Ctrl-C during loading would be lost; held, it is delivered the moment the C call ends.
+    Delivered means: the handler that was in place runs (Python's raises KeyboardInterrupt; the CLI's
+    SIGTERM handler too), or a default action is taken, right after the block, in ordinary Python code.
     """
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
+    global _deferring
+    if _deferring or threading.current_thread() is not threading.main_thread():
+        yield  # nested, or a thread where Python never runs signal handlers
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    previous = {sig: signal.signal(sig, _record) for sig in DEFERRED_SIGNALS}
+    _deferring = True
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _deferring = False
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        caught, _caught[:] = _caught[:], []
+        if caught:
+            _deliver(caught[0], previous[caught[0]])
+
+
+def _deliver(signum: int, handler) -> None:
+    llama_log.debug("signal %d arrived during a llama.cpp call; acting on it now", signum)
+    if callable(handler):
+        handler(signum, None)  # e.g. signal.default_int_handler: raises KeyboardInterrupt here
+    elif handler in (signal.SIG_DFL, None):
+        signal.raise_signal(signum)  # the default action (SIGTERM, or SIGINT set to default: the process ends)
 
 
 # --- ggml bindings -------------------------------------------------------------------------
@@ -321,7 +357,8 @@ def gpu_layers(device: str, n_gpu_layers: int | None) -> int:
 
     if device not in DEVICES:
         raise UserError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    has_gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    with signals_deferred():  # the first call loads ggml's backends, which log
+        has_gpu = bool(llama_cpp.llama_supports_gpu_offload())
     if device == "gpu" and not has_gpu:
         raise UserError(
             "this llama.cpp build has no GPU support; use ", Opt("device", "cpu"),
@@ -340,7 +377,8 @@ def backend_description() -> str:
     llama_cpp = _import_llama_cpp()
 
     init_backend()
-    features = llama_cpp.llama_print_system_info().decode(errors="replace")
+    with signals_deferred():
+        features = llama_cpp.llama_print_system_info().decode(errors="replace")
+        where = "GPU offload available" if llama_cpp.llama_supports_gpu_offload() else "CPU only"
     cpu = " ".join(part.split("=")[0].strip() for part in features.split("|") if part.strip().endswith("= 1"))
-    where = "GPU offload available" if llama_cpp.llama_supports_gpu_offload() else "CPU only"
     return f"llama-cpp-python {llama_cpp.__version__}, {where}; CPU: {cpu.removeprefix('CPU : ')}"

@@ -35,6 +35,7 @@ _SCALARS = {
     V.UINT8: "<B", V.INT8: "<b", V.UINT16: "<H", V.INT16: "<h", V.UINT32: "<I", V.INT32: "<i",
     V.FLOAT32: "<f", V.BOOL: "<?", V.UINT64: "<Q", V.INT64: "<q", V.FLOAT64: "<d",
 }  # fmt: skip
+COMPANION_EMBEDDING = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.TOKEN_EMBD] + ".weight"  # the text rows it holds
 NOT_MIDILLM_HINT = "convert the MIDI-LLM checkpoint with `midillm-lite convert`"
 
 
@@ -265,7 +266,7 @@ def _type_name(wanted: type | tuple[type, ...]) -> str:
     return "number" if isinstance(wanted, tuple) else {int: "integer", str: "string"}[wanted]
 
 
-def _check_layout(path: Path, fields: dict[str, Any], layout: Any, n_vocab: Any) -> str:
+def _check_layout(path: Path, fields: dict[str, Any], layout: Any, n_vocab: Any, width: Any) -> str:
     """The vocabulary each layout must have; a midi-head model's companion must be beside it. Returns its path."""
     if layout not in LAYOUTS:
         raise UserError(f"{path} has layout {layout!r}, which this version does not know ({', '.join(LAYOUTS)})")
@@ -286,7 +287,35 @@ def _check_layout(path: Path, fields: dict[str, Any], layout: Any, n_vocab: Any)
     companion = next((c for c in candidates if c.is_file()), None)
     if companion is None:
         raise UserError(f"{path} needs its text companion {candidates[0]} (tokenizer and text embeddings) beside it")
+    _check_companion(path, companion, fields.get(gguf_keys.SPLIT_SHA256), width)
     return str(companion)
+
+
+def _check_companion(path: Path, companion: Path, pair: Any, width: Any) -> None:
+    """The companion must come from the same split as the model: llama.cpp and the row lookup trust its shapes.
+
+    A companion of another width makes llama.cpp read past its input buffer (a crash, or garbage music). Files
+    split before the pairing key existed are checked by width and vocabulary only.
+    """
+    meta = read_gguf_metadata(companion)
+    fields = meta.fields
+    fix = f"put the companion written with {path.name} beside it, or split the standard file again"
+    theirs = fields.get(gguf_keys.SPLIT_SHA256)
+    if isinstance(pair, str) and isinstance(theirs, str) and pair != theirs:
+        raise UserError(f"{companion} is the text companion of another model, not of {path}; {fix}")
+    embedding = next((t for t in meta.tensors if t.name == COMPANION_EMBEDDING), None)
+    if embedding is None or len(embedding.shape) != 2:
+        raise UserError(f"{companion} is not a midi-head text companion (no {COMPANION_EMBEDDING} matrix); {fix}")
+    n_embd, n_rows = embedding.shape  # ggml order: the fastest dimension first
+    tokens = fields.get(gguf.Keys.Tokenizer.LIST)
+    n_tokens = tokens.count if isinstance(tokens, ArrayInfo) else None
+    if n_embd != width:
+        raise UserError(f"{companion} holds {n_embd}-wide text embeddings but {path} is {width} wide; {fix}")
+    if n_rows != vocab.TEXT_VOCAB_SIZE or n_tokens != vocab.TEXT_VOCAB_SIZE:
+        raise UserError(
+            f"{companion} holds {n_rows} embedding rows and {n_tokens} tokens, not the {vocab.TEXT_VOCAB_SIZE} "
+            f"text tokens of MIDI-LLM; {fix}"
+        )
 
 
 def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
@@ -311,7 +340,8 @@ def read_model_info(path: str | os.PathLike[str]) -> ModelInfo:
     tokens = fields.get(gguf.Keys.Tokenizer.LIST)
     n_vocab = tokens.count if isinstance(tokens, ArrayInfo) else fields.get(gguf.Keys.LLM.VOCAB_SIZE.format(arch=arch))
     layout = fields[gguf_keys.LAYOUT]
-    companion = _check_layout(path, fields, layout, n_vocab)
+    width = fields.get(gguf.Keys.LLM.EMBEDDING_LENGTH.format(arch=arch))
+    companion = _check_layout(path, fields, layout, n_vocab, width)
 
     def llm(key: str) -> Any:
         return fields.get(key.format(arch=arch))

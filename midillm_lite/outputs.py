@@ -8,8 +8,10 @@ OUT/rejected/ instead, never dropped.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import tempfile
 import time
 import unicodedata
 from pathlib import Path
@@ -18,7 +20,9 @@ from typing import Any
 from .amt.midi import save_midi
 from .amt.tokens_file import write_tokens
 from .errors import Opt, UserError
-from .fsutil import atomic_write_text
+from .fsutil import atomic_write_text, process_alive
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ROOT = Path("midillm-out")
 SLUG_WORDS = 6
@@ -59,21 +63,84 @@ def new_output_dir(prompt: str, *, root: Path = DEFAULT_ROOT, now: float | None 
     raise UserError(f"could not find a free folder name for {base} under {root}")
 
 
-def prepare_output_dir(out: Path, *, force: bool) -> Path:
-    """Use `out` as given: created if missing; refused if it holds files, unless forced."""
+LOCK_NAME = ".midillm-gen.lock"  # inside a folder given as the output: the run writing into it (its pid)
+
+
+class OutputClaim:
+    """An output folder held by this run: a lock file made with O_EXCL inside it, removed by release()."""
+
+    def __init__(self, folder: Path, lock: Path):
+        self.folder = folder
+        self.lock = lock
+
+    def release(self) -> None:
+        self.lock.unlink(missing_ok=True)
+
+    def __enter__(self) -> OutputClaim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim_output_dir(out: Path, *, force: bool) -> OutputClaim:
+    """Use `out` as given, for this run only: created if missing; refused if it holds files (unless forced)
+    or if another run holds it. Checking emptiness alone let two runs started together share one folder."""
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; give a folder for the outputs")
     if out.is_symlink() and not out.exists():
         raise UserError(f"{out} is a symbolic link to nothing; give a folder for the outputs")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"{out} is not empty; use ", Opt("force", True), " to write into it or choose another folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {out}: {exc.strerror or exc}") from exc
-    if not os.access(out, os.W_OK):
-        raise UserError(f"{out} is not writable")
-    return out
+    claim = OutputClaim(out, _take_lock(out / LOCK_NAME))
+    if not force and any(p.name != LOCK_NAME for p in out.iterdir()):
+        claim.release()
+        raise UserError(f"{out} is not empty; use ", Opt("force", True), " to write into it or choose another folder")
+    return claim
+
+
+def _take_lock(lock: Path) -> Path:
+    for _ in range(2):  # a second try after removing a dead run's lock
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and process_alive(owner):
+                raise UserError(
+                    f"{lock.parent} is in use by another generation (process {owner}); wait for it to finish or "
+                    "choose another folder"
+                ) from None
+            log.info("removing %s, left by a run that is gone", lock)
+            lock.unlink(missing_ok=True)
+            continue
+        except OSError as exc:
+            raise UserError(f"{lock.parent} is not writable: {exc.strerror or exc}") from exc
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        return lock
+    raise UserError(f"could not claim {lock.parent}: another run keeps taking it")
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip())
+    except (OSError, ValueError):
+        return None  # unreadable or half-written: treated as left behind
+
+
+def check_output_root(root: Path) -> None:
+    """Create `root` (the folder new output folders go in) and make sure files can be made there.
+
+    Called before the model loads: a read-only folder must fail in a second, not after the generation.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write in {root}: {exc.strerror or exc}") from exc
 
 
 def output_paths(out: Path, index: int, *, rejected: bool = False) -> tuple[Path, Path]:
@@ -85,8 +152,13 @@ def output_paths(out: Path, index: int, *, rejected: bool = False) -> tuple[Path
 def write_output(out: Path, index: int, tokens: list[int], midi, *, rejected: bool = False) -> tuple[Path, Path]:
     """Write one output's token file and MIDI file atomically (overwriting: the folder is ours)."""
     midi_path, tokens_path = output_paths(out, index, rejected=rejected)
-    write_tokens(tokens_path, tokens, force=True)
-    save_midi(midi, midi_path, force=True)
+    write_tokens(tokens_path, tokens, force=True)  # first: whatever happens to the MIDI, the tokens are kept
+    try:
+        save_midi(midi, midi_path, force=True)
+    except UserError:
+        raise
+    except (ValueError, OverflowError) as exc:  # mido refuses a message (e.g. a negative time)
+        raise UserError(f"could not write {midi_path} ({exc}); its tokens are in {tokens_path}") from exc
     return midi_path, tokens_path
 
 

@@ -296,3 +296,61 @@ def test_interrupt_while_the_verbs_import(monkeypatch, capsys) -> None:
     monkeypatch.setattr(cli, "_register", interrupted)
     code, _, err = run_cli(["info", "x.gguf"], capsys)
     assert (code, err) == (EXIT_INTERRUPTED, "interrupted\n")
+
+
+# --- standard output closed or full (issue 14) ---------------------------------------------------------------------
+
+EXIT_IO_ERROR = 74
+
+
+def _close_stdout() -> None:
+    os.close(1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stdout", ["closed", "full"])
+def test_gen_with_stdout_closed_or_full_still_writes_the_files(tiny_gguf, tmp_path, stdout: str) -> None:
+    # Was: AttributeError 'NoneType' object has no attribute 'isatty' (closed) or OSError ENOSPC, as internal errors.
+    out = tmp_path / "run"
+    args = [*CLI, "gen", "piano", "-m", str(tiny_gguf()), "-n", "2", "--max-tokens", "9", "-o", str(out), "--threads",
+            "2", "--seed", "1"]  # fmt: skip
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(args, stdout=full if stdout == "full" else None, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_close_stdout if stdout == "closed" else None, timeout=WAIT_S)  # fmt: skip
+    assert done.returncode == EXIT_IO_ERROR, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: could not print the results to stdout (")
+    assert "internal error" not in done.stderr
+    stats = json.loads((out / STATS_NAME).read_text())
+    assert [mido.MidiFile(o["file"]).type for o in stats["outputs"]] == [1, 1]
+
+
+@pytest.mark.parametrize("stdout", ["closed", "full"])
+def test_encode_to_stdout_closed_or_full(tmp_path, stdout: str) -> None:
+    midi = Path(__file__).parent / "data" / "strawberry.mid"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([*CLI, "encode", str(midi), "-o", "-"], stdout=full if stdout == "full" else None,
+                              stderr=subprocess.PIPE, text=True, timeout=WAIT_S,
+                              preexec_fn=_close_stdout if stdout == "closed" else None)  # fmt: skip
+    assert done.returncode == EXIT_IO_ERROR and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ") and "internal error" not in done.stderr
+
+
+def test_one_unwritable_midi_keeps_the_other_outputs_and_the_stats(tiny_gguf, tmp_path, monkeypatch, capsys):
+    # Issue 14: a MIDI that could not be written lost the whole run at the last step.
+    from midillm_lite import outputs
+
+    real = outputs.save_midi
+
+    def save_midi(midi, path, **kwargs):
+        if Path(path).name == "gen_1.mid":
+            raise ValueError("message time must be non-negative in MIDI file")
+        return real(midi, path, **kwargs)
+
+    monkeypatch.setattr(outputs, "save_midi", save_midi)
+    out = tmp_path / "run"
+    code, _, err = run_cli(["gen", "x", "-m", str(tiny_gguf()), "-n", "2", "--max-tokens", "9", "-o", str(out),
+                            *GEN_FAST], capsys)  # fmt: skip
+    assert code == 2 and err.startswith(f"error: could not write {out / 'gen_1.mid'} (") and err.count("\n") == 1
+    stats = json.loads((out / STATS_NAME).read_text())
+    assert [o["file"] for o in stats["outputs"]] == [None, str(out / "gen_2.mid")]
+    assert (out / "gen_1_tokens.txt").is_file() and (out / "gen_2_tokens.txt").is_file()

@@ -72,3 +72,41 @@ def test_unwritable_folder_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(fsutil.tempfile, "mkstemp", denied)
     with pytest.raises(UserError, match="cannot write in"):
         fsutil.atomic_write_text(tmp_path / "a.txt", "x")
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)  # fmt: skip
+
+
+def test_stale_parts_of_dead_runs_are_removed(tmp_path, capsys, caplog):
+    # Issue 14: hidden .part files left by a killed convert were never cleaned up.
+    import os
+    import time
+
+    from clirun import run_cli
+
+    from midillm_lite.fsutil import STALE_PART_AGE_S, atomic_path, remove_stale_parts
+
+    target = tmp_path / "m.gguf"
+    with atomic_path(target) as tmp:  # the naming the cleanup relies on: the writer's pid
+        assert tmp.name.startswith(f".m.gguf.{os.getpid()}.") and tmp.name.endswith(".part")
+        tmp.write_bytes(b"x")
+    dead = _dead_pid()
+    stale = [tmp_path / f".m.gguf.{dead}.abc123.part", tmp_path / f".m.gguf.{dead}.abc123.part.intermediate.gguf"]
+    live = tmp_path / f".m.gguf.{os.getpid()}.def456.part"  # a run still writing
+    old_style, fresh_old_style = tmp_path / ".m.gguf.q1w2e3.part", tmp_path / ".m.gguf.r4t5y6.part"
+    others = [tmp_path / ".other.gguf.1.abc.part", tmp_path / "m.gguf.notes"]
+    for path in [*stale, live, old_style, fresh_old_style, *others]:
+        path.write_bytes(b"partial")
+    long_ago = time.time() - STALE_PART_AGE_S - 60
+    os.utime(old_style, (long_ago, long_ago))
+    assert sorted(remove_stale_parts(target)) == sorted([*stale, old_style])
+    assert all(p.exists() for p in [target, live, fresh_old_style, *others])
+    stale[0].write_bytes(b"partial")
+    code, _, err = run_cli(["convert", str(tmp_path / "no-such-checkpoint"), "-o", str(target), "--force"], capsys)
+    assert code == 2 and "neither a local folder" in err and not stale[0].exists()
+    assert "removed 1 temporary file(s) left beside" in caplog.text  # the CLI shows warnings on stderr

@@ -22,6 +22,7 @@ from midillm_lite.amt.codec import decode_tokens
 from midillm_lite.amt.midi import read_midi
 from midillm_lite.amt.tokens_file import read_tokens
 from midillm_lite.amt.vocab import DUR_OFFSET, NOTE_OFFSET, REST, SEPARATOR, TIME_OFFSET, TOKENS_PER_NOTE
+from midillm_lite.errors import UserError
 
 DATA = Path(__file__).parent / "data"
 PROMPT = "A cheerful rock song with bright electric guitars"
@@ -351,3 +352,63 @@ def test_a_checkpoint_folder_as_model_is_converted_once_with_progress(tiny_check
     assert len(converted) == 1 and (tmp_path / "a" / "generation_stats.json").is_file()
     assert "converting" in runs[0] and "convert: " in runs[0] and "MiB" in runs[0]  # progress off a terminal
     assert "converting" not in runs[1] and "convert: " not in runs[1]  # the second run reuses the file
+
+
+# --- broken models (issue 14) ----------------------------------------------------------------------------------------
+
+
+def test_degenerate_reason():
+    from midillm_lite.generate import degenerate_reason
+
+    same = [0, 10000, 11000] * 4
+    assert "NaN or infinite at 2 steps" in degenerate_reason(same[:6], 2)
+    assert "all 4 notes are the same" in degenerate_reason(same, 0)
+    assert degenerate_reason(same[:9], 0) is None  # three equal notes can be a deliberate repeat
+    assert degenerate_reason([*same, 1, 10001, 11002], 0) is None
+
+
+@pytest.mark.slow
+def test_random_weights_are_reported_not_silent(tiny_gguf, tmp_path, capsys):
+    # Issue 14: a GGUF with a valid header but random tensor bytes gave all `0 10000 11000` notes, exit 0, no word.
+    import numpy as np
+
+    from midillm_lite.modelinfo import read_gguf_metadata
+
+    source = tiny_gguf()
+    data = bytearray(source.read_bytes())
+    start = read_gguf_metadata(source).data_offset
+    data[start:] = np.random.default_rng(0).integers(0, 256, len(data) - start, dtype=np.uint8).tobytes()
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(bytes(data))
+    out = tmp_path / "run"
+    code, _, err = run_cli(["gen", "x", "-m", str(broken), "-n", "2", "--max-tokens", "12", "-o", str(out), "--threads",
+                            "1", "--quiet"], capsys)  # fmt: skip
+    assert code == 0 and err.startswith("warning: the model's logits were NaN or infinite at 12 steps"), err
+    stats = json.loads((out / "generation_stats.json").read_text())
+    assert all("weights are broken" in o["degenerate"] for o in stats["outputs"])
+
+
+@pytest.mark.slow
+def test_stats_hash_the_file_that_was_loaded(tiny_gguf, tmp_path, monkeypatch):
+    # Issue 14: the hash was taken after the run, of whatever the file held by then.
+    from midillm_lite import generate
+    from midillm_lite.fsutil import sha256_file
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(tiny_gguf().read_bytes())
+    loaded = sha256_file(model)[: generate.HASH_PREFIX]
+    with generate.Generator(model, threads=1) as gen:
+        model.write_bytes(b"replaced after loading")
+        result = gen.generate("x", n=1, max_tokens=3, seed=1)
+    assert result.stats()["model"]["sha256_prefix"] == loaded
+    model.write_bytes(tiny_gguf().read_bytes())
+    real_load = generate.load_model
+
+    def load_while_rewritten(path, **kwargs):
+        loaded_model = real_load(path, **kwargs)
+        os.utime(path, ns=(0, 0))  # the file changed under the load (here: its mtime, the cheapest change)
+        return loaded_model
+
+    monkeypatch.setattr(generate, "load_model", load_while_rewritten)
+    with pytest.raises(UserError, match="changed on disk while it was loading"):
+        generate.Generator(model, threads=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import gguf
 import numpy as np
@@ -135,3 +136,39 @@ def test_companion_truncated_while_loaded(pair, tmp_path):
         os.truncate(companion_copy, 200_000)
         with pytest.raises(UserError, match="changed on disk while in use"):
             engine.generate_tokens(model, prompt, n=1, seed=1, max_new_tokens=3).run()
+
+
+def _swap_companion(model: os.PathLike, companion: os.PathLike, folder) -> os.PathLike:
+    """A copy of `model` with `companion` beside it under the companion's expected name."""
+    folder.mkdir()
+    target = folder / "m.gguf"
+    target.write_bytes(Path(model).read_bytes())
+    companion_path(target).write_bytes(Path(companion).read_bytes())
+    return target
+
+
+def test_companion_of_another_model_is_refused_before_llama_cpp(pair, tmp_path, monkeypatch):
+    # Issue 14: a companion copied from another conversion crashed llama.cpp (other width) or gave other music.
+    _, f32_head = pair["f32"]
+    _, q8_head = pair["q8_0"]
+    swapped = _swap_companion(f32_head, companion_path(q8_head), tmp_path / "same-width")
+    loads = []
+    monkeypatch.setattr(engine.llama_cpp, "llama_model_load_from_file", lambda *a: loads.append(a))
+    with pytest.raises(UserError, match="text companion of another model"):
+        engine.load_model(swapped, n_threads=THREADS, device="cpu")
+    assert loads == []  # refused before any C call
+
+
+def test_companion_of_another_width_is_refused(tiny_gguf, pair, tmp_path, monkeypatch, capsys):
+    # Files split before the pairing key existed (here: keys made equal) are still checked by width.
+    from midillm_lite.convert import layout
+
+    monkeypatch.setattr(layout, "_split_hash", lambda reader: "same", raising=False)
+    narrow, wide = tmp_path / "narrow.gguf", tmp_path / "wide.gguf"
+    layout.split_midi_head(pair["f32"][0], narrow)
+    layout.split_midi_head(tiny_gguf("f32", hidden=128, ffn=256), wide)
+    for model, companion in ((narrow, companion_path(wide)), (wide, companion_path(narrow))):
+        swapped = _swap_companion(model, companion, tmp_path / model.stem)
+        code, _, stderr = run_cli(["gen", "piano", "-m", str(swapped), "-n", "1", "--max-tokens", "3",
+                                   "-o", str(tmp_path / "out"), "--threads", "1"], capsys)  # fmt: skip
+        assert code == 2 and "-wide text embeddings but" in stderr and stderr.count("\n") == 1, stderr

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
+from clirun import run_cli
 
 from midillm_lite import models
-from midillm_lite.amt.codec import Note
+from midillm_lite.amt.codec import Note, decode_tokens
 from midillm_lite.amt.continuation import _last_window, prepare_continuation
+from midillm_lite.amt.transcode import decoded_to_midi
 from midillm_lite.amt.vocab import DUR_OFFSET, NOTE_OFFSET
 from midillm_lite.errors import UserError
-from midillm_lite.outputs import new_output_dir, prepare_output_dir, slug
+from midillm_lite.outputs import LOCK_NAME, claim_output_dir, new_output_dir, slug, write_output
 
 DATA = Path(__file__).parent / "data"
 
@@ -43,14 +49,74 @@ def test_new_folders_never_collide(tmp_path):
     assert len(set(made)) == 8 and all(p.parent == tmp_path and p.is_dir() for p in made)
 
 
-def test_prepare_output_dir(tmp_path):
-    assert prepare_output_dir(tmp_path / "new", force=False).is_dir()
+def test_claim_output_dir(tmp_path):
+    with claim_output_dir(tmp_path / "new", force=False) as claim:
+        assert claim.folder.is_dir() and (claim.folder / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+    assert list((tmp_path / "new").iterdir()) == []  # released: the lock is gone
     (tmp_path / "new" / "x").write_text("x")
     with pytest.raises(UserError, match="not empty"):
-        prepare_output_dir(tmp_path / "new", force=False)
-    assert prepare_output_dir(tmp_path / "new", force=True) == tmp_path / "new"
+        claim_output_dir(tmp_path / "new", force=False)
+    assert not (tmp_path / "new" / LOCK_NAME).exists()  # a refused claim leaves nothing behind
+    claim_output_dir(tmp_path / "new", force=True).release()
     with pytest.raises(UserError, match="is a file"):
-        prepare_output_dir(tmp_path / "new" / "x", force=True)
+        claim_output_dir(tmp_path / "new" / "x", force=True)
+
+
+def test_a_claimed_folder_is_refused_to_a_second_run(tmp_path):
+    # Issue 14: two gen with one -o both passed the emptiness check and wrote into one folder.
+    out = tmp_path / "out"
+    first = claim_output_dir(out, force=False)
+    for force in (False, True):
+        with pytest.raises(UserError, match=rf"in use by another generation \(process {os.getpid()}\)"):
+            claim_output_dir(out, force=force)
+    first.release()
+    claim_output_dir(out, force=False).release()
+
+
+def test_a_dead_runs_lock_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(dead.stdout)
+    with claim_output_dir(out, force=False) as claim:
+        assert (claim.folder / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+
+
+def _try_claim(out: str) -> str:
+    try:
+        claim_output_dir(Path(out), force=False)  # held until the process ends
+    except UserError as exc:
+        return str(exc)
+    return "claimed"
+
+
+def test_racing_processes_one_claim(tmp_path):
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        outcomes = pool.map(_try_claim, [str(tmp_path / "out")] * 8)
+    assert outcomes.count("claimed") == 1, outcomes
+    assert all("in use by another generation" in o or "not empty" in o for o in outcomes if o != "claimed"), outcomes
+
+
+def test_unwritable_output_root_fails_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    # Issue 14: a read-only working folder (or --prompts-file -o into one) failed only after generating.
+    import errno
+
+    from midillm_lite import generate, outputs
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(outputs.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setattr(generate, "Generator", no_load)
+    monkeypatch.chdir(tmp_path)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("one\ntwo\n")
+    for args in (["gen", "x"], ["gen", "--prompts-file", str(prompts), "-o", str(tmp_path / "batch")]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and err.startswith("error: cannot write in ") and "Read-only file system" in err, err
 
 
 @pytest.fixture
@@ -175,3 +241,45 @@ def test_a_sample_the_reference_rejects_is_kept_under_rejected(tmp_path):
     midi_path, tokens_path = write_output(tmp_path, output.index, output.tokens, output.midi, rejected=True)
     assert midi_path == tmp_path / "rejected" / "gen_1.mid" and tokens_path.read_text().count("\n") == 195
     assert _make_output(0, crowded[:-3], None, partial=False).rejected is None  # 64 is still fine
+
+
+def _smpte_midi(path: Path) -> Path:
+    import io
+
+    import mido
+
+    midi = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack([mido.Message("note_on", note=60, velocity=80), mido.Message("note_off", note=60, time=240)])
+    midi.tracks.append(track)
+    buffer = io.BytesIO()
+    midi.save(file=buffer)
+    data = bytearray(buffer.getvalue())
+    data[12:14] = bytes([0xE7, 0x28])  # the header's division: SMPTE, 25 frames per second, 40 ticks per frame
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_smpte_continuation_is_timed_in_seconds_and_reassembles(tmp_path):
+    # Issue 14: gen --continue with an SMPTE file generated, then died writing the MIDI (negative times). The reader
+    # now times SMPTE in seconds (25 fps x 40 ticks: a tick is 1 ms), so the window and the reassembled piece are
+    # ordinary notes and the output MIDI writes.
+    smpte = _smpte_midi(tmp_path / "smpte.mid")
+    continuation = prepare_continuation(smpte)
+    assert [(n.onset, n.duration, n.pitch) for n in continuation.notes] == [(0, 24, 60)]  # 240 ms in 10 ms ticks
+    notes = continuation.reassemble([Note(0, 50, 0, 64)])
+    midi, _ = decoded_to_midi(decode_tokens([]), notes=notes)
+    write_output(tmp_path, 1, [], midi)
+    assert (tmp_path / "gen_1.mid").is_file()
+
+
+def test_a_midi_that_cannot_be_written_keeps_its_tokens(tmp_path):
+    import mido
+
+    from midillm_lite.outputs import write_output
+
+    bad = mido.MidiFile()
+    bad.tracks.append(mido.MidiTrack([mido.Message("note_on", note=60, time=-5)]))
+    with pytest.raises(UserError, match=r"could not write .*gen_1\.mid .*its tokens are in .*gen_1_tokens\.txt"):
+        write_output(tmp_path, 1, [0, 10000, 11000], bad)
+    assert (tmp_path / "gen_1_tokens.txt").read_text() == "0\n10000\n11000\n"
+    assert not (tmp_path / "gen_1.mid").exists()

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import EXIT_IO_ERROR, UserError
 from ..fsutil import atomic_write_text
 
 MAX_DIGITS = 30  # far beyond any vocabulary id; longer digit runs are typos, and int() refuses > 4300 anyway
@@ -63,6 +63,21 @@ def format_tokens(ids: Iterable[int]) -> str:
 def write_tokens(path: str | os.PathLike[str], ids: Iterable[int], *, force: bool = False) -> None:
     """Write atomically (refusing to overwrite unless forced), or to standard output for `-`."""
     if str(path) == STDIO:
-        sys.stdout.write(format_tokens(ids))
+        _write_stdout(format_tokens(ids))
         return
     atomic_write_text(Path(path), format_tokens(ids), force=force)
+
+
+def _write_stdout(text: str) -> None:
+    if sys.stdout is None:
+        raise UserError("standard output is closed; give a file name instead of -", exit_code=EXIT_IO_ERROR)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()  # a full device must fail here, as an error, not at exit
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): the CLI ends quietly
+    except (OSError, ValueError) as exc:  # ENOSPC, EIO; ValueError: a closed file object
+        raise UserError(
+            f"cannot write the tokens to standard output: {getattr(exc, 'strerror', None) or exc}",
+            exit_code=EXIT_IO_ERROR,
+        ) from exc

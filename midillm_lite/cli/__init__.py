@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import typer
 
 from .. import __version__
-from ..errors import EXIT_INTERRUPTED, Opt, UserError
+from ..errors import EXIT_INTERRUPTED, EXIT_IO_ERROR, Opt, UserError
 
 app = typer.Typer(
     name="midillm-lite",
@@ -62,6 +62,13 @@ def _register() -> None:
     )
 
 
+def _report_print_failure() -> None:
+    with contextlib.suppress(Exception):
+        typer.echo(f"error: could not print the results to stdout ({_print_failures[0]}); the files were written",
+                   err=True)  # fmt: skip
+    sys.exit(EXIT_IO_ERROR)
+
+
 def _is_usage_error(exc: Exception) -> bool:
     # typer vendors its own click, whose exception classes it does not export; its usage
     # errors are recognised by the interface they share (ClickException.show/exit_code).
@@ -101,15 +108,81 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class InterruptGate:
+    """SIGINT/SIGTERM around one generation: the first stops sampling (KeyboardInterrupt, what exists is kept);
+    any later one, or any after close(), is only recorded, so the writes that keep the work are never cut short.
+
+    A second Ctrl-C (or a SIGTERM 30 ms after the first) used to abort the partial-output write: no files.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.open = True
+        self.caught: list[int] = []
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.open:
+            self.open = False
+            raise KeyboardInterrupt
+        self.caught.append(signum)
+
+    def close(self) -> None:
+        self.open = False
+
+    def __enter__(self) -> InterruptGate:
+        with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+_print_failures: list[str] = []
+
+
+def is_terminal(stream) -> bool:
+    """isatty() that survives a closed stream (`gen ... >&-` makes sys.stdout None)."""
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # a closed file object
+        return False
+
+
+def echo_or_note(text: str, *, err: bool = False) -> None:
+    """Print a result line; if stdout is closed or full, remember it and go on (files matter more than the print).
+
+    main() reports the first such failure in one line and exits EXIT_IO_ERROR (74) once the command is done.
+    """
+    stream = sys.stderr if err else sys.stdout
+    if stream is None:
+        _print_failures.append("it is closed")
+        return
+    try:
+        typer.echo(text, err=err)
+    except BrokenPipeError:
+        raise  # the reader left (`| head`): handled in main, silently
+    except (OSError, ValueError) as exc:  # ENOSPC, EIO; ValueError: a closed file object
+        _print_failures.append(getattr(exc, "strerror", None) or str(exc))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure is one line on stderr and a non-zero exit."""
     try:
         # Inside the try: a Ctrl-C while the verbs import is an interruption, not a traceback.
         _register()
         command = typer.main.get_command(app)
-        # Without standalone mode click returns typer.Exit's code instead of exiting.
-        with _terminate_as_interrupt():
-            result = command.main(args=argv, prog_name="midillm-lite", standalone_mode=False)
+        # The command is invoked directly, not through command.main(): typer's main turns a KeyboardInterrupt
+        # into a silent exit 130 (no "interrupted" line) and a broken stdout into exit 1; here every failure
+        # reaches the handlers below.
+        args = list(sys.argv[1:] if argv is None else argv)
+        with _terminate_as_interrupt(), command.make_context("midillm-lite", args) as ctx:
+            result = command.invoke(ctx)
+        if _print_failures:
+            _report_print_failure()
         if isinstance(result, int) and result:
             sys.exit(result)
     except UserError as exc:
@@ -119,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as exc:
+        if _print_failures:
+            _report_print_failure()
         sys.exit(exc.exit_code)
     except BrokenPipeError:
         # `midillm-lite ... | head`: the reader left; nothing to report.

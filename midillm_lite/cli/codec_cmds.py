@@ -13,7 +13,7 @@ from ..amt import vocab
 from ..amt.tokens_file import STDIO
 from ..amt.transcode import decode_file, encode_file
 from ..errors import Opt, UserError
-from . import app
+from . import app, is_terminal
 from .params import INPUT_SECONDS, parser
 
 ForceOption = Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUT if it exists.")]
@@ -41,7 +41,7 @@ def decode_command(
     """Write the MIDI file a token sequence describes; any integers decode, repairs are counted."""
     target = out or _default_out(tokens, ".mid")
     to_stdout = str(target) == STDIO
-    if to_stdout and sys.stdout.isatty():
+    if to_stdout and is_terminal(sys.stdout):
         raise UserError("a MIDI file is binary: redirect standard output (`> out.mid`) or give ", Opt("out"), " FILE")
     summary = decode_file(tokens, target, force=force)
     if not summary.notes:

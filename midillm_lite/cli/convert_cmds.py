@@ -16,7 +16,7 @@ import typer
 from ..convert import DEFAULT_QUANT, PHASE_UNITS, QUANT_NAMES, ProgressCallback, convert
 from ..layouts import LAYOUT_STANDARD, LAYOUTS
 from ..modelinfo import ModelInfo, read_model_info
-from . import app
+from . import app, is_terminal
 from .params import THREADS, parser
 from .progress import PLAIN_EVERY_S, format_duration
 
@@ -80,7 +80,7 @@ def progress_display(*, enabled: bool = True) -> Iterator[ProgressCallback | Non
     if not enabled:
         yield None
         return
-    if not sys.stderr.isatty():
+    if not is_terminal(sys.stderr):
         yield PlainProgress()
         return
     from rich.console import Console

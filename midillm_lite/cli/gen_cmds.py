@@ -16,9 +16,17 @@ from ..amt import vocab
 from ..bench import DEFAULT_NS, DEFAULT_STEPS
 from ..errors import EXIT_INTERRUPTED, EXIT_NO_MUSIC, UserError
 from ..llamacpp import DEVICES
-from ..outputs import DEFAULT_ROOT, new_output_dir, prepare_output_dir, write_output, write_prompt, write_stats
+from ..outputs import (
+    DEFAULT_ROOT,
+    check_output_root,
+    claim_output_dir,
+    new_output_dir,
+    write_output,
+    write_prompt,
+    write_stats,
+)
 from ..sampling import MAX_SIMULTANEOUS_NOTES
-from . import app
+from . import InterruptGate, app, echo_or_note
 from .params import (
     GPU_LAYERS,
     INPUT_SECONDS,
@@ -181,10 +189,6 @@ def gen_command(
     check_settings(prompt, **{k: v for k, v in settings.items() if k not in ("seed", "strict")})
     if from_seconds is not None and continue_from is None:
         raise UserError("--from needs --continue FILE.mid")
-    if not batch and out is not None:
-        prepare_output_dir(out, force=force)
-    elif root.exists() and not root.is_dir():
-        raise UserError(f"{root} is a file; give a folder for the outputs")
     continuation = prepare_continuation(continue_from, from_seconds=from_seconds) if continue_from else None
     settings["continuation"] = continuation
     talk = not quiet and not as_json
@@ -192,28 +196,38 @@ def gen_command(
         for warning in setting_warnings(n=n_outputs, temperature=temperature):
             typer.echo(f"warning: {warning}", err=True)
     no_music = False
-    # SIGTERM reaches here as KeyboardInterrupt (cli.main), so it also keeps the partial outputs.
-    with _conversion_progress(quiet or as_json) as converting:  # only a hub repo or folder seen first is converted
-        generator = Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads,
-                              convert_progress=converting)  # fmt: skip
-    with generator as gen:
-        if talk:
-            typer.echo(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
-        plan = ProgressPlan(
-            n=n_outputs,
-            max_tokens=gen.info.max_new_tokens if max_tokens is None else max_tokens,
-            may_stop_early=strict or seconds is not None,
-        )
-        for text in prompts:
-            where = out if out is not None and not batch else root
-            result = _one(gen, text, where, batch or out is None, settings, plan, as_json=as_json, quiet=quiet)
-            if result.interrupted:
-                raise typer.Exit(EXIT_INTERRUPTED)
-            if not quiet:
-                line = outcome_line(result, demo=gen.choice.bundled, seconds=seconds)
-                if line:
-                    typer.echo(line, err=True)
-            no_music = no_music or all(o.failed for o in result.outputs)
+    # The output folder is claimed (or its parent checked) before the model loads: a bad or busy folder
+    # fails in a second, not after the generation; the claim is held until the last file is written.
+    claim = claim_output_dir(out, force=force) if out is not None and not batch else None
+    if claim is None:
+        check_output_root(root)
+    try:
+        # SIGTERM reaches here as KeyboardInterrupt (cli.main), so it also keeps the partial outputs.
+        with _conversion_progress(quiet or as_json) as converting:  # only a hub repo or folder seen first converts
+            generator = Generator(model, device=device.value, gpu_layers=gpu_layers, threads=threads,
+                                  convert_progress=converting)  # fmt: skip
+        with generator as gen:
+            if talk:
+                echo_or_note(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
+            plan = ProgressPlan(
+                n=n_outputs,
+                max_tokens=gen.info.max_new_tokens if max_tokens is None else max_tokens,
+                may_stop_early=strict or seconds is not None,
+            )
+            for text in prompts:
+                where = out if claim is not None else root
+                result, interrupted = _one(gen, text, where, claim is None, settings, plan, as_json=as_json,
+                                           quiet=quiet)  # fmt: skip
+                if interrupted:
+                    raise typer.Exit(EXIT_INTERRUPTED)
+                if not quiet:
+                    line = outcome_line(result, demo=gen.choice.bundled, seconds=seconds)
+                    if line:
+                        typer.echo(line, err=True)
+                no_music = no_music or all(o.failed for o in result.outputs)
+    finally:
+        if claim is not None:
+            claim.release()
     if no_music:
         raise typer.Exit(EXIT_NO_MUSIC)
 
@@ -232,30 +246,46 @@ def model_line(choice: ModelChoice, details: str = "") -> str:
 
 
 def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, plan: ProgressPlan, *, as_json: bool,
-         quiet: bool) -> GenerationResult:  # fmt: skip
-    """Generate for one prompt and write its folder (partial files too, when interrupted)."""
-    with Progress(plan, enabled=not quiet and not as_json) as progress:
-        result = gen.generate(text, on_step=progress.update, **settings)
-    folder = new_output_dir(text, root=where) if new_folder else where
-    write_prompt(folder, text)
-    paths = []
-    for output in result.outputs:
-        midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=not output.usable)
-        paths.append(midi_path)
-    stats = result.stats()
-    for entry, path in zip(stats["outputs"], paths, strict=True):
-        entry["file"] = str(path)
-    write_stats(folder, stats)
+         quiet: bool) -> tuple[GenerationResult, bool]:  # fmt: skip
+    """Generate for one prompt and write its folder (partial files too); the result, and whether to stop (a signal)."""
+    with InterruptGate() as gate:
+        with Progress(plan, enabled=not quiet and not as_json) as progress:
+            result = gen.generate(text, on_step=progress.update, **settings)
+        gate.close()  # sampling is over: from here a signal is recorded, and acted on once the files exist
+        folder = new_output_dir(text, root=where) if new_folder else where
+        write_prompt(folder, text)
+        paths, failed = [], []
+        for output in result.outputs:
+            try:
+                midi_path, _ = write_output(folder, output.index, output.tokens, output.midi,
+                                            rejected=not output.usable)  # fmt: skip
+            except UserError as exc:  # one output's file: the others and the stats are still written
+                failed.append(exc)
+                midi_path = None
+            paths.append(midi_path)
+        stats = result.stats()
+        for entry, path in zip(stats["outputs"], paths, strict=True):
+            entry["file"] = None if path is None else str(path)
+        write_stats(folder, stats)
+    warned = {o.degenerate for o in result.outputs if o.degenerate}  # one line per distinct reason
+    for reason in sorted(warned):
+        typer.echo(f"warning: {reason} ({folder})", err=True)
+    if failed:
+        raise failed[0]
     if as_json:
-        typer.echo(json.dumps({"folder": str(folder), **stats}))
+        echo_or_note(json.dumps({"folder": str(folder), **stats}))
     elif not quiet:
         Progress.final_table(result, paths, folder)
     if result.interrupted:
         typer.echo(f"interrupted: partial outputs written to {folder}", err=True)
+    elif gate.caught:
+        typer.echo(f"interrupted after sampling ended: the outputs in {folder} are complete", err=True)
+    if gate.caught and result.interrupted:
+        typer.echo("(a further signal arrived while writing; the files were finished first)", err=True)
     hint = contention_hint(result)
     if hint and not quiet:
         typer.echo(hint, err=True)
-    return result
+    return result, result.interrupted or bool(gate.caught)
 
 
 def outcome_line(result: GenerationResult, *, demo: bool, seconds: float | None) -> str | None:

@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from . import echo_or_note, is_terminal
+
 if TYPE_CHECKING:  # types only: importing the engine (llama.cpp) here would slow every verb's start-up
     from ..engine import Timings
     from ..generate import GenerationResult, Output, OutputProgress
@@ -73,7 +75,7 @@ class Progress:
     def __init__(self, plan: ProgressPlan, *, enabled: bool):
         self.plan = plan
         self.enabled = enabled
-        self.tty = sys.stderr.isatty()
+        self.tty = is_terminal(sys.stderr)
         self.console = Console(stderr=True)
         self.live: Live | None = None
         self.started = time.perf_counter()
@@ -114,10 +116,10 @@ class Progress:
             f"{plural(len(result.outputs), 'output')} in {folder}: {t.generated} tokens in {t.steps_s:.1f} s "
             f"({rate:.1f} tokens/s), prompt {t.prompt_tokens} tokens in {t.prompt_s:.2f} s, seed {result.seed}"
         )
-        if not sys.stdout.isatty():
-            typer.echo(header)
+        if not is_terminal(sys.stdout):
+            echo_or_note(header)
             for output, path in zip(result.outputs, paths, strict=True):
-                typer.echo(f"{path}: {output.summary.describe()}{_flags(output)}")
+                echo_or_note(f"{path}: {output.summary.describe()}{_flags(output)}")
             return
         console = Console()
         console.print(header, soft_wrap=True, highlight=False)  # the folder whole: the terminal wraps, never cuts
@@ -156,6 +158,8 @@ def _flags(output: Output) -> str:
         flags.append(f"failed: {output.failed}")
     if output.rejected:
         flags.append(f"rejected: {output.rejected}")
+    if output.degenerate:
+        flags.append("degenerate")
     return "; " + "; ".join(flags) if flags else ""
 
 
