@@ -131,16 +131,22 @@ def _lock_owner(lock: Path) -> int | None:
 
 
 def check_output_root(root: Path) -> None:
-    """Create `root` (the folder new output folders go in) and make sure files can be made there.
+    """Make sure output folders can be made in `root` (the folder new output folders go in), creating nothing.
 
-    Called before the model loads: a read-only folder must fail in a second, not after the generation.
+    Called before the model loads: a read-only folder must fail in a second, not after the generation; and a run
+    that then fails for another reason leaves no empty folder behind. A missing root is judged by the nearest
+    folder above it that exists, where it would be created.
     """
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root} is a file; give a folder for the outputs")
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
+        with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise UserError(f"cannot write in {root}: {exc.strerror or exc}") from exc
+        raise UserError(f"cannot write in {probe}: {exc.strerror or exc}") from exc
 
 
 def output_paths(out: Path, index: int, *, rejected: bool = False) -> tuple[Path, Path]:
