@@ -23,6 +23,7 @@ import mido
 from . import __version__
 from .amt.codec import decode_tokens
 from .amt.continuation import Continuation
+from .amt.grid import GridRequest
 from .amt.ops import is_time, time_seconds, time_ticks
 from .amt.transcode import MusicSummary, decoded_to_midi
 from .amt.vocab import TIME_RESOLUTION, TOKENS_PER_NOTE
@@ -106,6 +107,7 @@ class GenerationResult:
                 "top_p": self.params.top_p,
                 "top_k": self.params.top_k,
                 "strict": self.params.strict,
+                "instruments": None if self.params.instruments is None else sorted(self.params.instruments),
                 "seed": self.seed,
                 "max_tokens": self.max_tokens,
                 "seconds": self.seconds,
@@ -195,14 +197,20 @@ class Generator:
         seconds: float | None = None,
         continuation: Continuation | None = None,
         on_step: ProgressCallback | None = None,
+        instruments: frozenset[int] | None = None,
+        grid: GridRequest | None = None,
     ) -> GenerationResult:
-        """Generate n outputs for one description; defaults come from the model's own metadata."""
+        """Generate n outputs for one description; defaults come from the model's own metadata.
+
+        `instruments` (AMT instruments) is a hard mask on the notes; `grid` sets each MIDI file's tempo and meter.
+        """
         info = self.info
         params = SamplingParams(
             temperature=info.temperature if temperature is None else temperature,
             top_p=info.top_p if top_p is None else top_p,
             top_k=top_k,
             strict=strict,
+            instruments=instruments,
         ).validate()
         _check_counts(n, seconds)
         started = time.perf_counter()
@@ -221,7 +229,7 @@ class Generator:
         )
         interrupted = _drive(generation, on_step)
         outputs = [
-            _make_output(i, tokens, continuation, partial=interrupted and not generation.finished[i])
+            _make_output(i, tokens, continuation, partial=interrupted and not generation.finished[i], grid=grid)
             for i, tokens in enumerate(generation.tokens)
         ]
         return GenerationResult(
@@ -293,12 +301,14 @@ def _track(progress: list[OutputProgress], event: StepEvent, generation: Generat
         p.done = generation.finished[seq]
 
 
-def _make_output(seq: int, tokens: list[int], continuation: Continuation | None, *, partial: bool) -> Output:
+def _make_output(
+    seq: int, tokens: list[int], continuation: Continuation | None, *, partial: bool, grid: GridRequest | None = None
+) -> Output:
     if not partial and len(tokens) % TOKENS_PER_NOTE == 1 and is_time(tokens[-1]):
         tokens = tokens[:-1]  # a --seconds stop: the arrival time past the limit starts no note
     decoded = decode_tokens(tokens)
     notes = continuation.reassemble(decoded.notes) if continuation else None
-    midi, summary = decoded_to_midi(decoded, notes=notes)
+    midi, summary = decoded_to_midi(decoded, notes=notes, grid=grid)
     rejected = None
     if too_many_simultaneous(tokens):
         rejected = f"more than {MAX_SIMULTANEOUS_NOTES} notes at one onset (the reference rejects such samples)"

@@ -12,6 +12,7 @@ import typer
 
 from ..amt import vocab
 from ..bench import DEFAULT_NS, DEFAULT_STEPS, MIN_STEPS
+from ..controls import ControlFlags
 from ..errors import EXIT_INTERRUPTED, UserError
 from ..llamacpp import DEVICES
 from ..outputs import DEFAULT_ROOT, new_output_dir, prepare_output_dir, write_output, write_prompt, write_stats
@@ -98,6 +99,17 @@ def gen_command(
     force: Annotated[bool, typer.Option("--force", "-f", help="Write into a non-empty --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print each generation's stats as one JSON line.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; errors only.")] = False,
+    instruments: Annotated[
+        str | None,
+        typer.Option(help="Only these instruments may play: GM names, families (strings), programs 0-127, drums."),
+    ] = None,
+    tempo: Annotated[
+        str, typer.Option(help="BPM of the MIDI grid (also told to the model), or auto: the prompt's, else estimated.")
+    ] = "auto",
+    meter: Annotated[
+        str, typer.Option(help="Time signature N/D (also told to the model), or auto: the prompt's, else 4/4.")
+    ] = "auto",
+    key: Annotated[str | None, typer.Option(help="Key told to the model, like 'D minor'.")] = None,
 ) -> None:
     """Generate MIDI files from a text description (several outputs at once, offline)."""
     from ..amt.continuation import prepare_continuation
@@ -111,6 +123,7 @@ def gen_command(
     if from_seconds is not None and continue_from is None:
         raise UserError("--from needs --continue FILE.mid")
     continuation = prepare_continuation(continue_from, from_seconds=from_seconds) if continue_from else None
+    controls = ControlFlags.parse(tempo=tempo, meter=meter, instruments=instruments, key=key)
     settings = dict(
         n=n_outputs, seed=seed, temperature=temperature, top_p=top_p, top_k=top_k, strict=strict,
         max_tokens=max_tokens, seconds=seconds, continuation=continuation,
@@ -121,7 +134,7 @@ def gen_command(
             typer.echo(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
         for text in prompts:
             where = out if out is not None and not batch else root
-            interrupted = _one(gen, text, where, batch or out is None, settings, as_json=as_json, quiet=quiet)
+            interrupted = _one(gen, text, where, batch or out is None, settings, controls, as_json=as_json, quiet=quiet)
             if interrupted:
                 raise typer.Exit(EXIT_INTERRUPTED)
 
@@ -133,10 +146,16 @@ def model_line(choice: ModelChoice, details: str = "") -> str:
     return f"model: {choice.name} ({choice.path}{'; ' + details if details else ''})"
 
 
-def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_json: bool, quiet: bool) -> bool:
+def _one(
+    gen, text: str, where: Path, new_folder: bool, settings: dict, flags: ControlFlags, *, as_json: bool, quiet: bool
+) -> bool:
     """Generate for one prompt and write its folder; True if interrupted (partial files written)."""
+    controls = flags.for_prompt(text)
     with Progress(settings["n"], enabled=not quiet and not as_json) as progress:
-        result = gen.generate(text, on_step=progress.update, **settings)
+        result = gen.generate(
+            controls.model_prompt, on_step=progress.update, instruments=controls.instruments, grid=controls.grid,
+            **settings,
+        )  # fmt: skip
     folder = new_output_dir(text, root=where) if new_folder else where
     write_prompt(folder, text)
     paths = []
@@ -144,6 +163,7 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, *, as_js
         midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=bool(output.rejected))
         paths.append(midi_path)
     stats = result.stats()
+    stats["controls"] = controls.to_dict()
     for entry, path in zip(stats["outputs"], paths, strict=True):
         entry["file"] = str(path)
     write_stats(folder, stats)
