@@ -110,6 +110,9 @@ def gen_command(
         str, typer.Option(help="Time signature N/D (also told to the model), or auto: the prompt's, else 4/4.")
     ] = "auto",
     key: Annotated[str | None, typer.Option(help="Key told to the model, like 'D minor'.")] = None,
+    png: Annotated[
+        bool, typer.Option("--png/--no-png", help="Write a piano roll gen_i.png next to each MIDI file.")
+    ] = True,
 ) -> None:
     """Generate MIDI files from a text description (several outputs at once, offline)."""
     from ..amt.continuation import prepare_continuation
@@ -134,7 +137,9 @@ def gen_command(
             typer.echo(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
         for text in prompts:
             where = out if out is not None and not batch else root
-            interrupted = _one(gen, text, where, batch or out is None, settings, controls, as_json=as_json, quiet=quiet)
+            interrupted = _one(
+                gen, text, where, batch or out is None, settings, controls, as_json=as_json, quiet=quiet, png=png
+            )
             if interrupted:
                 raise typer.Exit(EXIT_INTERRUPTED)
 
@@ -147,8 +152,9 @@ def model_line(choice: ModelChoice, details: str = "") -> str:
 
 
 def _one(
-    gen, text: str, where: Path, new_folder: bool, settings: dict, flags: ControlFlags, *, as_json: bool, quiet: bool
-) -> bool:
+    gen, text: str, where: Path, new_folder: bool, settings: dict, flags: ControlFlags, *, as_json: bool, quiet: bool,
+    png: bool = True,
+) -> bool:  # fmt: skip
     """Generate for one prompt and write its folder; True if interrupted (partial files written)."""
     controls = flags.for_prompt(text)
     with Progress(settings["n"], enabled=not quiet and not as_json) as progress:
@@ -164,6 +170,8 @@ def _one(
         paths.append(midi_path)
     stats = result.stats()
     stats["controls"] = controls.to_dict()
+    if png:
+        _pictures(result, paths, stats, text)
     for entry, path in zip(stats["outputs"], paths, strict=True):
         entry["file"] = str(path)
     write_stats(folder, stats)
@@ -186,6 +194,14 @@ def contention_hint(result) -> str | None:
     got = f"llama.cpp's {result.threads} thread(s) ran {result.cpu_share:.0%} of the time while generating"
     fix = "close them, or set --threads to the cores left idle" if result.threads > 1 else "close them"
     return f"hint: other programs were using the CPU ({got}), so this was far slower than this machine can be; {fix}"
+
+
+def _pictures(result, paths: list[Path], stats: dict, title: str) -> None:
+    """gen_i.png beside each gen_i.mid (after the MIDI files exist: a drawing problem never costs music)."""
+    from ..pianoroll import PNG_SUFFIX, plot_midi
+
+    for output, path, entry in zip(result.outputs, paths, stats["outputs"], strict=True):
+        entry["png"] = str(plot_midi(output.midi, path.with_suffix(PNG_SUFFIX), title=title))
 
 
 def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool) -> Iterator[str]:
