@@ -6,9 +6,10 @@ window of WINDOW_BINS adjacent bins (an eighth of a beat), corrected for what
 chance would put there, so a tempo and its double (which fit equally well when
 every onset falls on the slower beat) tie, and a log-normal prior around
 PRIOR_CENTRE_BPM breaks the tie. The candidate spacing shrinks with the length
-of the music, so that a tempo off by one step drifts less than a bin over the
-whole piece. Estimates are only as good as BENCHMARKS.md says; octave errors
-(2x, 1/2x) are the usual kind.
+of the music (a tempo off by one step drifts at most a bin over the span), so
+the search runs twice: over the whole range on the first COARSE_SECONDS, then
+within REFINE_SHARE of that on every onset. Estimates are only as good as
+BENCHMARKS.md says; octave errors (2x, 1/2x) are the usual kind.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ PRIOR_CENTRE_BPM = 110.0  # where tempo octave ties are broken towards (a common
 PRIOR_OCTAVES = 0.6  # width of the log-normal prior, in octaves
 MIN_FIT = 0.25  # below this the estimate is no better than 120 BPM and is not used
 WHOLE_BPM_SHARE = 0.97  # a whole-number BPM within this share of the best fit is preferred (DAWs show it plainly)
+COARSE_SECONDS = 30.0  # the whole-range search looks at this much music; the refinement at all of it
+REFINE_SHARE = 0.01  # the refinement searches +-1% around the coarse tempo
 CANDIDATE_CHUNK = 256  # candidates scored at once (bounds the phase matrix's memory)
 SECONDS_PER_MINUTE = 60.0
 
@@ -45,11 +48,11 @@ def estimate_tempo(onsets: Sequence[int], *, band: tuple[float, float] | None = 
     if times.size < MIN_ONSETS:
         return None
     low, high = band or SEARCH_BPM
-    candidates = _candidates(low, high, times[-1] - times[0])
-    fits = beat_fits(times, candidates)
-    prior = 1.0 if band else _prior(candidates)
-    best = int(np.argmax(fits * prior))
-    bpm, fit = float(candidates[best]), float(fits[best])
+    start = times[times <= times[0] + COARSE_SECONDS]
+    coarse = _best(start if start.size >= MIN_ONSETS else times, low, high, prior=band is None)
+    near = (max(low, coarse * (1 - REFINE_SHARE)), min(high, coarse * (1 + REFINE_SHARE)))
+    bpm = _best(times, *near, prior=False)
+    fit = float(beat_fits(times, np.array([bpm]))[0])
     whole = float(round(bpm))
     if low <= whole <= high:
         whole_fit = float(beat_fits(times, np.array([whole]))[0])
@@ -58,9 +61,15 @@ def estimate_tempo(onsets: Sequence[int], *, band: tuple[float, float] | None = 
     return TempoEstimate(bpm, fit) if fit >= MIN_FIT else None
 
 
+def _best(times: np.ndarray, low: float, high: float, *, prior: bool) -> float:
+    candidates = _candidates(low, high, times[-1] - times[0])
+    scores = beat_fits(times, candidates) * (_prior(candidates) if prior else 1.0)
+    return float(candidates[int(np.argmax(scores))])
+
+
 def _candidates(low: float, high: float, span_s: float) -> np.ndarray:
     beats = max(span_s * high / SECONDS_PER_MINUTE, 1.0)
-    step = 1.0 / (PHASE_BINS * 2 * beats)  # relative spacing: over the span, one step drifts half a bin
+    step = 1.0 / (PHASE_BINS * beats)  # relative spacing: over the span, one step drifts at most one bin
     return np.exp(np.arange(np.log(low), np.log(high) + step, step))
 
 
