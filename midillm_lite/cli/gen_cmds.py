@@ -170,11 +170,12 @@ def _one(
         paths.append(midi_path)
     stats = result.stats()
     stats["controls"] = controls.to_dict()
-    if png:
-        _pictures(result, paths, stats, text)
     for entry, path in zip(stats["outputs"], paths, strict=True):
         entry["file"] = str(path)
     write_stats(folder, stats)
+    if png:  # after the music and its stats are safe: a Ctrl-C while drawing costs only pictures
+        _pictures(result, paths, stats, text)
+        write_stats(folder, stats)
     if as_json:
         typer.echo(json.dumps({"folder": str(folder), **stats}))
     elif not quiet:
