@@ -28,6 +28,7 @@ import mido
 from . import __version__
 from .amt.codec import Decoded, decode_tokens
 from .amt.continuation import Continuation
+from .amt.grid import GridRequest
 from .amt.ops import is_time, time_seconds, time_ticks
 from .amt.transcode import MusicSummary, decoded_to_midi
 from .amt.vocab import MAX_TIME, TIME_RESOLUTION, TOKENS_PER_NOTE
@@ -127,6 +128,7 @@ class GenerationResult:
                 "top_p": self.params.top_p,
                 "top_k": self.params.top_k,
                 "strict": self.params.strict,
+                "instruments": None if self.params.instruments is None else sorted(self.params.instruments),
                 "seed": self.seed,
                 "max_tokens": self.max_tokens,
                 "seconds": self.seconds,
@@ -234,8 +236,13 @@ class Generator:
         seconds: float | None = None,
         continuation: Continuation | None = None,
         on_step: ProgressCallback | None = None,
+        instruments: frozenset[int] | None = None,
+        grid: GridRequest | None = None,
     ) -> GenerationResult:
-        """Generate n outputs for one description; defaults come from the model's own metadata."""
+        """Generate n outputs for one description; defaults come from the model's own metadata.
+
+        `instruments` (AMT instruments) is a hard mask on the notes; `grid` sets each MIDI file's tempo and meter.
+        """
         info = self.info
         check_settings(prompt, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
                        seconds=seconds)  # fmt: skip
@@ -244,6 +251,7 @@ class Generator:
             top_p=info.top_p if top_p is None else top_p,
             top_k=top_k,
             strict=strict,
+            instruments=instruments,
         ).validate()
         warnings = setting_warnings(n=n, temperature=params.temperature)
         started = time.perf_counter()
@@ -270,6 +278,7 @@ class Generator:
                 partial=interrupted and not generation.finished[i],
                 strict=params.strict,
                 limit=limit,
+                grid=grid,
             )
             for i, tokens in enumerate(generation.tokens)
         ]
@@ -420,11 +429,12 @@ def _make_output(
     partial: bool,
     strict: bool = True,
     limit: int | None = None,
+    grid: GridRequest | None = None,
 ) -> Output:
     tokens, trimmed = _trim(generated, partial=partial, strict=strict, limit=limit)
     decoded = decode_tokens(tokens)
     notes = continuation.reassemble(decoded.notes) if continuation else None
-    midi, summary = decoded_to_midi(decoded, notes=notes)
+    midi, summary = decoded_to_midi(decoded, notes=notes, grid=grid)
     failed = _failure(decoded, len(tokens))
     rejected = None if failed else _rejection(decoded)
     return Output(seq + 1, tokens, midi, summary, partial=partial, rejected=rejected, failed=failed,

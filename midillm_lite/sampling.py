@@ -59,6 +59,7 @@ class SamplingParams:
     top_p: float = DEFAULT_TOP_P
     top_k: int = 0
     strict: bool = True
+    instruments: frozenset[int] | None = None  # AMT instruments the note slot may use (None: all); strict only
 
     def validate(self) -> SamplingParams:
         if not isinstance(self.temperature, int | float) or not math.isfinite(self.temperature):
@@ -67,6 +68,11 @@ class SamplingParams:
         # 0 switches it off; a k beyond the vocabulary keeps every id, the same as off, so it is not an error here
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
             raise UserError(Opt("top_k"), f" must be 0 (off) or a positive integer, not {self.top_k!r}")
+        if self.instruments is not None:
+            if not self.instruments:
+                raise UserError(Opt("instruments"), " names no instrument")
+            if not self.strict:  # free mode allows every id at every position: there is no note slot to mask
+                raise UserError(Opt("instruments"), " needs strict sampling (", Opt("strict", True), ")")
         return self
 
     @property
@@ -105,8 +111,13 @@ class NoteState:
         return self
 
 
-def allowed_ranges(state: NoteState, strict: bool = True) -> tuple[Range, ...]:
-    """The AMT id ranges allowed at the next position, sorted and disjoint."""
+def allowed_ranges(
+    state: NoteState, strict: bool = True, instruments: frozenset[int] | None = None
+) -> tuple[Range, ...]:
+    """The AMT id ranges allowed at the next position, sorted and disjoint.
+
+    `instruments` (strict only) limits the instrument-pitch slot to those AMT instruments: a hard control.
+    """
     if not strict:
         return FREE_RANGES
     slot = state.slot
@@ -114,10 +125,27 @@ def allowed_ranges(state: NoteState, strict: bool = True) -> tuple[Range, ...]:
         return ((TIME_OFFSET + state.last_onset, DUR_OFFSET),)
     if slot == SLOT_DURATION:
         return DURATION_RANGES
-    if len(state.instruments) < MAX_MELODIC_INSTRUMENTS:
+    full = len(state.instruments) >= MAX_MELODIC_INSTRUMENTS
+    if instruments is None and not full:
         return NOTE_RANGES
     # Full: only instruments already playing, plus drums (which have their own channel).
-    return tuple(note_range(i) for i in sorted(state.instruments | {DRUM_INSTRUMENT}))
+    allowed = state.instruments | {DRUM_INSTRUMENT} if full else None
+    if instruments is not None:
+        # A continued piece may already fill the channels with other instruments: the control wins, and the MIDI
+        # writer shares channels (a counted repair) rather than the sampler having nothing to pick.
+        allowed = instruments if allowed is None else (allowed & instruments) or instruments
+    return merge_ranges(note_range(i) for i in sorted(allowed))
+
+
+def merge_ranges(ranges: Iterable[Range]) -> tuple[Range, ...]:
+    """Sorted ranges with touching neighbours joined (neighbouring instruments' notes are contiguous ids)."""
+    merged: list[Range] = []
+    for lo, hi in ranges:
+        if merged and merged[-1][1] == lo:
+            merged[-1] = (merged[-1][0], hi)
+        else:
+            merged.append((lo, hi))
+    return tuple(merged)
 
 
 def is_allowed(amt_id: int, ranges: Sequence[Range]) -> bool:
@@ -136,7 +164,7 @@ def gather(row: np.ndarray, ranges: Sequence[Range]) -> tuple[np.ndarray, np.nda
 
 def sample_next(row: np.ndarray, state: NoteState, params: SamplingParams, rng: np.random.Generator) -> int:
     """Pick the next AMT id from a MIDI logits row (index = AMT id) under the state's mask; does not update state."""
-    values, ids = gather(row, allowed_ranges(state, params.strict))
+    values, ids = gather(row, allowed_ranges(state, params.strict, params.instruments))
     local = pick(values, params, rng)
     return int(ids + local) if isinstance(ids, int) else int(ids[local])
 

@@ -50,7 +50,7 @@ def test_outputs_layout_and_content(model, tmp_path, capsys):
     code, _stdout, stderr = gen([PROMPT, "--model", model, "-n", "3", "--seed", "7", "-o", str(out), *FAST], capsys)
     assert code == 0, stderr
     names = sorted(p.name for p in out.iterdir())
-    assert names == [*(f"gen_{i}{s}" for i in (1, 2, 3) for s in (".mid", "_tokens.txt")),
+    assert names == [*(f"gen_{i}{s}" for i in (1, 2, 3) for s in (".mid", ".png", "_tokens.txt")),
                      "generation_stats.json", "prompt.txt"]  # fmt: skip
     assert (out / "prompt.txt").read_text() == PROMPT + "\n"
     outputs = token_files(out)

@@ -10,9 +10,19 @@ while a note sounds no longer leaves that note unclosed.
 
 Writing follows the reference decoder (`compound_to_midi`): one track per
 instrument with a program change at its start, drums on channel 9, other
-instruments on channels in order of first appearance skipping 9, velocity 72,
-and a tick of exactly 10 ms. Where the reference crashes (a 16th melodic
-instrument) notes move to the channel of the closest instrument already placed.
+instruments on channels in order of first appearance skipping 9, velocity 72.
+Where the reference crashes (a 16th melodic instrument) notes move to the
+channel of the closest instrument already placed. Each track is named after its
+instrument (GM name, or "Drums"). The conductor track states a tempo and meter
+(a `grid.Grid`, 120 BPM 4/4 by default) whose ticks hold every 10 ms step
+exactly, so notes keep their times in seconds whatever the tempo says.
+
+Same-pitch notes overlapping on one channel cannot be told apart in MIDI: a
+note-off ends whichever note-on the reader pairs it with. The writer emits each
+note-off at its own note's end and the reader pairs first-in-first-out, so
+overlapping notes come back exactly when the later one also ends later; a note
+nested inside a longer one of the same pitch comes back with the two ends
+exchanged (onsets, pitches and the set of end times are kept).
 """
 
 from __future__ import annotations
@@ -31,13 +41,11 @@ from ..fsutil import atomic_write_bytes
 from ..limits import MAX_MIDI_BYTES
 from . import gm
 from .codec import Note
+from .grid import DEFAULT_GRID, Grid
 from .vocab import DRUM_INSTRUMENT, TIME_RESOLUTION
 
 DEFAULT_VELOCITY = 72  # AMT does not model velocity; its decoder writes this one
 UNCLOSED_DURATION = TIME_RESOLUTION // 4  # ticks given to a note that never ends (250 ms, as AMT)
-MICROSECONDS_PER_BEAT = 500_000  # 120 beats per minute ...
-TICKS_PER_BEAT = TIME_RESOLUTION // 2  # ... at 50 ticks a beat makes one MIDI tick exactly 10 ms
-TIME_SIGNATURE = (4, 4)
 # SMPTE time division (a negative division in the header): frames per second by the header's code. 29 is
 # NTSC's drop-frame rate, 30000/1001 frames per second in real time.
 MIB = 1024 * 1024
@@ -226,19 +234,20 @@ def _closest_placed(instrument: int, placed: Sequence[int]) -> int:
     return min(placed, key=lambda p: (abs(p - instrument), p))
 
 
-def notes_to_midi(notes: Sequence[Note]) -> MidiWritten:
+def notes_to_midi(notes: Sequence[Note], grid: Grid = DEFAULT_GRID) -> MidiWritten:
     """A type 1 MIDI file: a conductor track (tempo, meter) and one track per instrument (or shared channel)."""
     ordered = sorted(notes, key=lambda n: n.onset)  # stable: ties keep sequence order, as the reference
     channels, merged = assign_channels(n.instrument for n in ordered)
-    midi = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
-    midi.tracks.append(_conductor_track())
+    midi = mido.MidiFile(type=1, ticks_per_beat=grid.ticks_per_beat)
+    midi.tracks.append(_conductor_track(grid))
+    scale = grid.ticks_per_step  # MIDI ticks per 10 ms step: whole by construction, so no note moves
     events: dict[int, list[tuple[int, int, int, mido.Message]]] = defaultdict(list)  # channel -> events
     for serial, note in enumerate(ordered):
         channel = channels[note.instrument]
         on = mido.Message("note_on", channel=channel, note=note.pitch, velocity=DEFAULT_VELOCITY)
         off = mido.Message("note_off", channel=channel, note=note.pitch, velocity=0)
-        events[channel].append((note.onset, _START, serial, on))
-        events[channel].append((note.end, _END if note.duration else _END_ZERO, serial, off))
+        events[channel].append((note.onset * scale, _START, serial, on))
+        events[channel].append((note.end * scale, _END if note.duration else _END_ZERO, serial, off))
     for channel, channel_events in events.items():
         owner = next(i for i, c in channels.items() if c == channel and i not in merged)
         midi.tracks.append(_instrument_track(owner, channel, channel_events))
@@ -249,12 +258,12 @@ def notes_to_midi(notes: Sequence[Note]) -> MidiWritten:
     return MidiWritten(midi=midi, channels=channels, repairs=repairs, merged=merged)
 
 
-def _conductor_track() -> mido.MidiTrack:
-    numerator, denominator = TIME_SIGNATURE
+def _conductor_track(grid: Grid) -> mido.MidiTrack:
+    numerator, denominator = grid.meter
     return mido.MidiTrack(
         [
             mido.MetaMessage("track_name", name="midillm-lite"),
-            mido.MetaMessage("set_tempo", tempo=MICROSECONDS_PER_BEAT),
+            mido.MetaMessage("set_tempo", tempo=grid.microseconds_per_beat),
             mido.MetaMessage("time_signature", numerator=numerator, denominator=denominator),
         ]
     )

@@ -16,6 +16,7 @@ from ..fsutil import check_writable_target
 from ..limits import MAX_INPUT_SECONDS
 from . import gm
 from .codec import REPAIRS, Decoded, Note, decode_tokens, encode_notes, length_seconds, shift_notes
+from .grid import DEFAULT_GRID, GridRequest
 from .midi import midi_bytes, notes_to_midi, read_midi, save_midi
 from .tokens_file import STDIO, read_tokens, write_tokens
 from .vocab import TIME_RESOLUTION, to_full
@@ -31,6 +32,7 @@ class MusicSummary:
     repairs: dict[str, int] = field(default_factory=dict)
     rests: int = 0
     segments: int = 1
+    grid: dict | None = None  # the tempo and meter the MIDI file was written with, where a request chose them
 
     @property
     def repaired(self) -> int:
@@ -70,14 +72,20 @@ def tokens_to_midi(token_ids: Iterable[int]) -> tuple[mido.MidiFile, MusicSummar
     return decoded_to_midi(decode_tokens(token_ids))
 
 
-def decoded_to_midi(decoded: Decoded, *, notes: Sequence[Note] | None = None) -> tuple[mido.MidiFile, MusicSummary]:
+def decoded_to_midi(
+    decoded: Decoded, *, notes: Sequence[Note] | None = None, grid: GridRequest | None = None
+) -> tuple[mido.MidiFile, MusicSummary]:
     """The MIDI file of decoded tokens (or of `notes` built from them, e.g. a piece they continue) and its summary.
 
-    The summary counts the decoder's repairs and the MIDI writer's together.
+    The summary counts the decoder's repairs and the MIDI writer's together. With
+    a grid request the tempo and meter are resolved for these notes (given,
+    stated or estimated) and recorded in the summary; without, 120 BPM 4/4.
     """
     notes = decoded.notes if notes is None else notes
-    written = notes_to_midi(notes)
+    resolved = grid.resolve([n.onset for n in notes]) if grid is not None else DEFAULT_GRID
+    written = notes_to_midi(notes, resolved)
     summary = summarize(notes, decoded.repairs + written.repairs, rests=decoded.rests, segments=decoded.segments)
+    summary.grid = resolved.to_dict() if grid is not None else None
     return written.midi, summary
 
 

@@ -58,6 +58,7 @@ def _register() -> None:
         codec_cmds,  # noqa: F401
         convert_cmds,  # noqa: F401
         gen_cmds,  # noqa: F401
+        media_cmds,  # noqa: F401
         models_cmds,  # noqa: F401
     )
 

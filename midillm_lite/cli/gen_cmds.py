@@ -14,6 +14,7 @@ import typer
 
 from ..amt import vocab
 from ..bench import DEFAULT_NS, DEFAULT_STEPS
+from ..controls import ControlFlags
 from ..errors import EXIT_INTERRUPTED, EXIT_NO_MUSIC, UserError
 from ..llamacpp import DEVICES
 from ..outputs import (
@@ -173,6 +174,20 @@ def gen_command(
     force: Annotated[bool, typer.Option("--force", "-f", help="Write into a non-empty --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print each generation's stats as one JSON line.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; errors only.")] = False,
+    instruments: Annotated[
+        str | None,
+        typer.Option(help="Only these instruments may play: GM names, families (strings), programs 0-127, drums."),
+    ] = None,
+    tempo: Annotated[
+        str, typer.Option(help="BPM of the MIDI grid (also told to the model), or auto: the prompt's, else estimated.")
+    ] = "auto",
+    meter: Annotated[
+        str, typer.Option(help="Time signature N/D (also told to the model), or auto: the prompt's, else 4/4.")
+    ] = "auto",
+    key: Annotated[str | None, typer.Option(help="Key told to the model, like 'D minor'.")] = None,
+    png: Annotated[
+        bool, typer.Option("--png/--no-png", help="Write a piano roll gen_i.png next to each MIDI file.")
+    ] = True,
 ) -> None:
     """Generate MIDI files from a text description (several outputs at once, offline)."""
     from ..amt.continuation import prepare_continuation
@@ -191,6 +206,7 @@ def gen_command(
         raise UserError("--from needs --continue FILE.mid")
     continuation = prepare_continuation(continue_from, from_seconds=from_seconds) if continue_from else None
     settings["continuation"] = continuation
+    controls = ControlFlags.parse(tempo=tempo, meter=meter, instruments=instruments, key=key)
     talk = not quiet and not as_json
     if not quiet and temperature is not None:
         for warning in setting_warnings(n=n_outputs, temperature=temperature):
@@ -216,8 +232,8 @@ def gen_command(
             )
             for text in prompts:
                 where = out if claim is not None else root
-                result, interrupted = _one(gen, text, where, claim is None, settings, plan, as_json=as_json,
-                                           quiet=quiet)  # fmt: skip
+                result, interrupted = _one(gen, text, where, claim is None, settings, controls, plan, as_json=as_json,
+                                           quiet=quiet, png=png)  # fmt: skip
                 if interrupted:
                     raise typer.Exit(EXIT_INTERRUPTED)
                 if not quiet:
@@ -245,12 +261,16 @@ def model_line(choice: ModelChoice, details: str = "") -> str:
     return f"model: {choice.name} ({choice.path}{'; ' + details if details else ''})"
 
 
-def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, plan: ProgressPlan, *, as_json: bool,
-         quiet: bool) -> tuple[GenerationResult, bool]:  # fmt: skip
+def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, flags: ControlFlags, plan: ProgressPlan, *,
+         as_json: bool, quiet: bool, png: bool = True) -> tuple[GenerationResult, bool]:  # fmt: skip
     """Generate for one prompt and write its folder (partial files too); the result, and whether to stop (a signal)."""
+    controls = flags.for_prompt(text)
     with InterruptGate() as gate:
         with Progress(plan, enabled=not quiet and not as_json) as progress:
-            result = gen.generate(text, on_step=progress.update, **settings)
+            result = gen.generate(
+                controls.model_prompt, on_step=progress.update, instruments=controls.instruments, grid=controls.grid,
+                **settings,
+            )  # fmt: skip
         gate.close()  # sampling is over: from here a signal is recorded, and acted on once the files exist
         folder = new_output_dir(text, root=where) if new_folder else where
         write_prompt(folder, text)
@@ -264,9 +284,13 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, plan: Pr
                 midi_path = None
             paths.append(midi_path)
         stats = result.stats()
+        stats["controls"] = controls.to_dict()
         for entry, path in zip(stats["outputs"], paths, strict=True):
             entry["file"] = None if path is None else str(path)
         write_stats(folder, stats)
+        if png:  # after the music and its stats are safe: a drawing problem or a signal costs only pictures
+            _pictures(result, paths, stats, text)
+            write_stats(folder, stats)
     warned = {o.degenerate for o in result.outputs if o.degenerate}  # one line per distinct reason
     for reason in sorted(warned):
         typer.echo(f"warning: {reason} ({folder})", err=True)
@@ -328,6 +352,15 @@ def contention_hint(result) -> str | None:
     got = f"llama.cpp's {result.threads} thread(s) ran {result.cpu_share:.0%} of the time while generating"
     fix = "close them, or set --threads to the cores left idle" if result.threads > 1 else "close them"
     return f"hint: other programs were using the CPU ({got}), so this was far slower than this machine can be; {fix}"
+
+
+def _pictures(result, paths: list[Path | None], stats: dict, title: str) -> None:
+    """gen_i.png beside each gen_i.mid (after the MIDI files exist: a drawing problem never costs music)."""
+    from ..pianoroll import PNG_SUFFIX, plot_midi
+
+    for output, path, entry in zip(result.outputs, paths, stats["outputs"], strict=True):
+        if path is not None:  # None: its MIDI could not be written (reported after the stats)
+            entry["png"] = str(plot_midi(output.midi, path.with_suffix(PNG_SUFFIX), title=title))
 
 
 def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool, *, quiet: bool) -> Iterator[str]:
