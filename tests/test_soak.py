@@ -24,7 +24,9 @@ def test_generations_in_a_row_leak_nothing(tiny_gguf) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     rows, summary = report["rows"], report["summary"]
-    assert [r["tokens"] for r in rows] == [30] * RUNS
+    # Every run generates; a strict output may end before 30 tokens when its music reaches AMT's last arrival time
+    # (99.99 s, issue 14), which a random tiny model's time jumps can do within a few notes.
+    assert len(rows) == RUNS and all(0 < r["tokens"] <= 30 for r in rows)
     assert {r["fds"] for r in rows} == {summary["fds_first_run"]}  # not one descriptor more, run after run
     assert summary["fds_after_close"] <= summary["fds_before_load"]
     assert summary["rss_mib_last_run"] - summary["rss_mib_first_run"] < RSS_GROWTH_MIB
