@@ -225,9 +225,3 @@ def sequence_rngs(seed: int, n: int) -> list[np.random.Generator]:
 def fresh_seed() -> int:
     """A random seed to record when the caller gave none, so the run can be repeated."""
     return int(np.random.SeedSequence().entropy % (1 << 63))
-
-
-def too_many_simultaneous(amt_tokens: Sequence[int] | np.ndarray, limit: int = MAX_SIMULTANEOUS_NOTES) -> bool:
-    """The reference's rejection test: more than `limit` tokens share one value at the arrival-time slots."""
-    times = np.asarray(amt_tokens, dtype=np.int64)[SLOT_TIME::TOKENS_PER_NOTE]
-    return bool(times.size) and int(np.bincount(times).max()) > limit

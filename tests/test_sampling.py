@@ -175,13 +175,6 @@ def test_nan_logits_never_win() -> None:
     assert pick(logits, SamplingParams(), np.random.default_rng(0)) == 1
 
 
-def test_too_many_simultaneous() -> None:
-    triplet = [vocab.TIME_OFFSET + 10, vocab.DUR_OFFSET, note(0)]
-    assert not sampling.too_many_simultaneous(triplet * sampling.MAX_SIMULTANEOUS_NOTES)
-    assert sampling.too_many_simultaneous(triplet * (sampling.MAX_SIMULTANEOUS_NOTES + 1))
-    assert not sampling.too_many_simultaneous([])
-
-
 finite_logits = st.floats(allow_nan=False, allow_infinity=False, width=32)
 amt_ids = st.integers(0, vocab.MIDI_VOCAB_SIZE - 1)
 strict_history = st.lists(st.tuples(st.integers(0, vocab.MAX_TIME - 1), st.integers(0, vocab.MAX_INSTR - 1)))
