@@ -57,6 +57,10 @@ CONTENDED_CPU_SHARE = 0.5
 MIN_JUDGED_DECODE_S = 1.0  # shorter generations are too few decodes to judge
 # (seq index, tokens generated so far, its note state) -> True to finish that sequence.
 StopPredicate = Callable[[int, list[int], NoteState], bool]
+# Tokens a caller adds to one sequence after each sampled token (AMT anticipation's control triplets, issue 16):
+# inject(seq, tokens_so_far, state) -> AMT ids appended to that sequence and decoded with it at the next step;
+# the model never samples them. The batch scheduler (issue 17) takes the same hook.
+InjectFn = Callable[[int, list[int], NoteState], Sequence[int]]
 
 
 # --- model ---------------------------------------------------------------------------------

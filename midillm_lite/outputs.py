@@ -14,13 +14,17 @@ import re
 import tempfile
 import time
 import unicodedata
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .amt.midi import save_midi
 from .amt.tokens_file import write_tokens
 from .errors import Opt, UserError
 from .fsutil import atomic_write_text, process_alive
+
+if TYPE_CHECKING:
+    from .generate import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -178,3 +182,59 @@ def write_stats(out: Path, stats: dict[str, Any]) -> Path:
     path = out / STATS_NAME
     atomic_write_text(path, json.dumps(stats, indent=2, default=str) + "\n")
     return path
+
+
+@dataclass
+class SavedGeneration:
+    """What save_generation wrote: the folder, each output's MIDI path (None where it failed), the stats."""
+
+    folder: Path
+    midi_paths: list[Path | None]
+    stats: dict[str, Any]
+    errors: list[UserError] = field(default_factory=list)  # per-output write failures, the rest was written
+
+
+def save_generation(
+    folder: Path,
+    result: GenerationResult,
+    prompt: str,
+    *,
+    controls: dict[str, Any] | None = None,
+    png: bool = True,
+) -> SavedGeneration:
+    """Write one prompt's folder: prompt.txt, each output's tokens and MIDI, the stats, then the piano rolls.
+
+    The order is what keeps work safe: tokens before MIDI, music and stats before pictures, so a failure
+    or a signal in a later step never costs an earlier one. One output's write error does not stop the rest;
+    it is returned in `errors` for the caller to report.
+    """
+    write_prompt(folder, prompt)
+    paths: list[Path | None] = []
+    errors: list[UserError] = []
+    for output in result.outputs:
+        try:
+            midi_path, _ = write_output(folder, output.index, output.tokens, output.midi, rejected=not output.usable)
+        except UserError as exc:
+            errors.append(exc)
+            midi_path = None
+        paths.append(midi_path)
+    stats = result.stats()
+    if controls is not None:
+        stats["controls"] = controls
+    for entry, path in zip(stats["outputs"], paths, strict=True):
+        entry["file"] = None if path is None else str(path)
+    write_stats(folder, stats)
+    saved = SavedGeneration(folder, paths, stats, errors)
+    if png:
+        _pictures(result, saved, title=prompt)
+        write_stats(folder, stats)
+    return saved
+
+
+def _pictures(result: GenerationResult, saved: SavedGeneration, *, title: str) -> None:
+    """gen_i.png beside each gen_i.mid (after the MIDI files exist: a drawing problem never costs music)."""
+    from .pianoroll import PNG_SUFFIX, plot_midi
+
+    for output, path, entry in zip(result.outputs, saved.midi_paths, saved.stats["outputs"], strict=True):
+        if path is not None:  # None: its MIDI could not be written (reported by the caller)
+            entry["png"] = str(plot_midi(output.midi, path.with_suffix(PNG_SUFFIX), title=title))

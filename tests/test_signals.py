@@ -54,15 +54,15 @@ CHILD = textwrap.dedent(
     logging.getLogger().addHandler(Gate())
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("midillm_lite").setLevel(logging.DEBUG)
-    from midillm_lite.cli import gen_cmds
-    real_write = gen_cmds.write_output
+    from midillm_lite import outputs
+    real_write = outputs.write_output
 
     def write_output(*args, **kwargs):
         if gates and gates[0] == "WRITE_GATE":
             stop()
         return real_write(*args, **kwargs)
 
-    gen_cmds.write_output = write_output
+    outputs.write_output = write_output
     from midillm_lite.__main__ import run
     sys.argv = ["midillm-lite", *sys.argv[2:]]
     run()

@@ -22,9 +22,7 @@ from ..outputs import (
     check_output_root,
     claim_output_dir,
     new_output_dir,
-    write_output,
-    write_prompt,
-    write_stats,
+    save_generation,
 )
 from ..sampling import MAX_SIMULTANEOUS_NOTES
 from . import InterruptGate, app, echo_or_note
@@ -273,24 +271,8 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, flags: C
             )  # fmt: skip
         gate.close()  # sampling is over: from here a signal is recorded, and acted on once the files exist
         folder = new_output_dir(text, root=where) if new_folder else where
-        write_prompt(folder, text)
-        paths, failed = [], []
-        for output in result.outputs:
-            try:
-                midi_path, _ = write_output(folder, output.index, output.tokens, output.midi,
-                                            rejected=not output.usable)  # fmt: skip
-            except UserError as exc:  # one output's file: the others and the stats are still written
-                failed.append(exc)
-                midi_path = None
-            paths.append(midi_path)
-        stats = result.stats()
-        stats["controls"] = controls.to_dict()
-        for entry, path in zip(stats["outputs"], paths, strict=True):
-            entry["file"] = None if path is None else str(path)
-        write_stats(folder, stats)
-        if png:  # after the music and its stats are safe: a drawing problem or a signal costs only pictures
-            _pictures(result, paths, stats, text)
-            write_stats(folder, stats)
+        saved = save_generation(folder, result, text, controls=controls.to_dict(), png=png)
+        paths, failed, stats = saved.midi_paths, saved.errors, saved.stats
     warned = {o.degenerate for o in result.outputs if o.degenerate}  # one line per distinct reason
     for reason in sorted(warned):
         typer.echo(f"warning: {reason} ({folder})", err=True)
@@ -352,15 +334,6 @@ def contention_hint(result) -> str | None:
     got = f"llama.cpp's {result.threads} thread(s) ran {result.cpu_share:.0%} of the time while generating"
     fix = "close them, or set --threads to the cores left idle" if result.threads > 1 else "close them"
     return f"hint: other programs were using the CPU ({got}), so this was far slower than this machine can be; {fix}"
-
-
-def _pictures(result, paths: list[Path | None], stats: dict, title: str) -> None:
-    """gen_i.png beside each gen_i.mid (after the MIDI files exist: a drawing problem never costs music)."""
-    from ..pianoroll import PNG_SUFFIX, plot_midi
-
-    for output, path, entry in zip(result.outputs, paths, stats["outputs"], strict=True):
-        if path is not None:  # None: its MIDI could not be written (reported after the stats)
-            entry["png"] = str(plot_midi(output.midi, path.with_suffix(PNG_SUFFIX), title=title))
 
 
 def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool, *, quiet: bool) -> Iterator[str]:
