@@ -238,10 +238,13 @@ class Generator:
         on_step: ProgressCallback | None = None,
         instruments: frozenset[int] | None = None,
         grid: GridRequest | None = None,
+        cancel: threading.Event | None = None,
     ) -> GenerationResult:
         """Generate n outputs for one description; defaults come from the model's own metadata.
 
         `instruments` (AMT instruments) is a hard mask on the notes; `grid` sets each MIDI file's tempo and meter.
+        Setting `cancel` (from any thread) stops sampling at the next step; the result is then partial, as
+        after Ctrl-C (`interrupted`), and keeps what was made.
         """
         info = self.info
         check_settings(prompt, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
@@ -269,7 +272,7 @@ class Generator:
             prefix_amt=prefix,
             stop=_time_stop(limit),
         )
-        interrupted = _drive(generation, on_step)
+        interrupted = _drive(generation, on_step, cancel)
         outputs = [
             _make_output(
                 i,
@@ -368,14 +371,16 @@ def _time_stop(limit: int | None):
     return stop
 
 
-def _drive(generation: Generation, on_step: ProgressCallback | None) -> bool:
-    """Run the generation, reporting progress; True when it was interrupted (what exists so far is kept)."""
+def _drive(generation: Generation, on_step: ProgressCallback | None, cancel: threading.Event | None = None) -> bool:
+    """Run the generation, reporting progress; True when it was interrupted or cancelled (what exists is kept)."""
     progress = [OutputProgress() for _ in range(generation.n)]
     try:
         for event in generation:
             _track(progress, event, generation)
             if on_step is not None:
                 on_step(progress, generation.timings)
+            if cancel is not None and cancel.is_set():
+                return True
     except KeyboardInterrupt:
         return True
     return False

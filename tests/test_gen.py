@@ -412,3 +412,28 @@ def test_stats_hash_the_file_that_was_loaded(tiny_gguf, tmp_path, monkeypatch):
     monkeypatch.setattr(generate, "load_model", load_while_rewritten)
     with pytest.raises(UserError, match="changed on disk while it was loading"):
         generate.Generator(model, threads=1)
+
+
+@pytest.mark.slow
+def test_cancel_from_another_thread_keeps_a_partial_result(tiny_gguf):
+    # The serve and cluster schedulers cancel a request with an Event; what was sampled so far is kept.
+    import threading
+
+    from midillm_lite import generate
+
+    cancel = threading.Event()
+    steps = []
+
+    def on_step(progress, timings):
+        steps.append(timings.steps)
+        if timings.steps == 5:
+            threading.Thread(target=cancel.set).start()
+
+    with generate.Generator(tiny_gguf(), threads=1) as gen:
+        result = gen.generate("x", n=2, max_tokens=200, seed=1, strict=False, on_step=on_step, cancel=cancel)
+        full = gen.generate("x", n=2, max_tokens=200, seed=1, strict=False)
+    assert result.interrupted and not full.interrupted
+    assert 5 <= len(steps) < 200
+    for part, whole in zip(result.outputs, full.outputs, strict=True):
+        assert part.partial and 0 < len(part.tokens) < len(whole.tokens)
+        assert part.tokens == whole.tokens[: len(part.tokens)]  # the same music, cut short
