@@ -2,9 +2,10 @@
 
 Words in a prompt are soft (the model may ignore them); these are kept:
 instruments mask the sampler's instrument-pitch slot, tempo and meter set the
-MIDI file's grid. Tempo, meter and key given as controls are also said to the
-model in the captions' own words ("…, at 100 BPM, in 3/4 time.") when the
-prompt does not already state them, so what it hears agrees with the grid.
+MIDI file's grid (and dynamics accents its beats in the velocities). Tempo,
+meter and key given as controls are also said to the model in the captions'
+own words ("…, at 100 BPM, in 3/4 time.") when the prompt does not already
+state them, so what it hears agrees with the grid.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from .amt import gm
-from .amt.grid import GridRequest, meter_in_text, parse_meter, parse_tempo, tempo_in_text
+from .amt.grid import DYNAMICS_NAME, GridRequest, meter_in_text, parse_meter, parse_tempo, tempo_in_text
 from .amt.vocab import DRUM_INSTRUMENT
 from .errors import Opt, UserError
 
@@ -91,6 +92,7 @@ class ControlFlags:
     meter: tuple[int, int] | None = None
     instruments: frozenset[int] | None = None
     key: str | None = None
+    dynamics: bool = False  # accent the grid's downbeats and beats in the velocities (midi.ACCENT_VELOCITY)
 
     @classmethod
     def parse(
@@ -100,19 +102,21 @@ class ControlFlags:
         meter: str | None = None,
         instruments: str | None = None,
         key: str | None = None,
+        dynamics: bool = False,
     ) -> ControlFlags:
         return cls(
             bpm=parse_tempo(tempo),
             meter=parse_meter(meter),
             instruments=parse_instruments(instruments) if instruments is not None else None,
             key=parse_key(key),
+            dynamics=dynamics,
         )
 
     def for_prompt(self, prompt: str) -> Controls:
         return Controls(
             prompt=prompt,
             model_prompt=self.tell_model(prompt),
-            grid=GridRequest.from_prompt(prompt, bpm=self.bpm, meter=self.meter),
+            grid=GridRequest.from_prompt(prompt, bpm=self.bpm, meter=self.meter, dynamics=self.dynamics),
             flags=self,
         )
 
@@ -152,7 +156,19 @@ class Controls:
             "tempo_source": self.grid.tempo_source if self.grid.bpm is not None else "estimate per output",
             "tempo_word": self.grid.word,
             "meter": None if self.grid.meter is None else f"{self.grid.meter[0]}/{self.grid.meter[1]}",
-            "meter_source": self.grid.meter_source,
+            "meter_source": self.grid.meter_source if self.grid.meter is not None else "estimate per output",
             "key": self.flags.key,
+            "dynamics": DYNAMICS_NAME if self.flags.dynamics else None,
             "model_prompt": self.model_prompt,
         }
+
+
+def decode_grid(*, tempo: str | None = None, meter: str | None = None, dynamics: bool = False) -> GridRequest | None:
+    """The grid `decode` writes a token file on: None (120 BPM 4/4, as always) when no option is given, else gen's.
+
+    With any option, what is not given is auto, as in gen with a prompt that states nothing: the tempo
+    estimated from the onsets, the meter estimated at that tempo (4/4 when unclear).
+    """
+    if tempo is None and meter is None and not dynamics:
+        return None
+    return ControlFlags.parse(tempo=tempo, meter=meter, dynamics=dynamics).for_prompt("").grid

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import mido
+import pytest
 from clirun import run_cli
 
 from midillm_lite.amt.midi import read_midi
@@ -110,3 +111,50 @@ def test_stdin_and_stdout_through_the_console_script(tmp_path):
     )
     assert decoded.returncode == 0, decoded.stderr
     assert len(read_midi(target).notes) == 949
+
+
+def test_decode_on_a_grid_keeps_every_note(tmp_path, capsys):
+    tokens, plain, gridded = tmp_path / "s.txt", tmp_path / "plain.mid", tmp_path / "grid.mid"
+    assert run_cli(["encode", str(DATA / "strawberry.mid"), "-o", str(tokens)], capsys)[0] == 0
+    assert run_cli(["decode", str(tokens), "-o", str(plain)], capsys)[0] == 0
+    code, out, err = run_cli(
+        ["decode", str(tokens), "-o", str(gridded), "--tempo", "86", "--meter", "3/4", "--dynamics", "--json"], capsys
+    )
+    assert code == 0, err
+    grid = json.loads(out)["grid"]
+    assert (grid["meter"], grid["tempo_source"], grid["meter_source"]) == ("3/4", "flag", "flag")
+    assert abs(grid["bpm"] - 86) < 0.01 and grid["dynamics"] == "beat accents"
+    midi = mido.MidiFile(gridded)
+    conductor = {m.type: m for m in midi.tracks[0]}
+    assert abs(mido.tempo2bpm(conductor["set_tempo"].tempo) - 86) < 0.01
+    assert (conductor["time_signature"].numerator, conductor["time_signature"].denominator) == (3, 4)
+    velocities = {m.velocity for t in midi.tracks for m in t if m.type == "note_on"}
+    assert len(velocities) > 1 and 72 not in velocities
+    assert read_midi(gridded).notes == read_midi(plain).notes  # no note moved, lengthened or changed pitch
+    for midi_file in (plain, gridded):  # so they encode alike (notes at one onset come back in track order in both)
+        assert run_cli(["encode", str(midi_file), "-o", str(midi_file.with_suffix(".txt"))], capsys)[0] == 0
+    assert read_tokens(gridded.with_suffix(".txt")) == read_tokens(plain.with_suffix(".txt"))
+
+
+def test_decode_estimates_tempo_and_meter_on_request(tmp_path, capsys):
+    tokens = tmp_path / "s.txt"
+    assert run_cli(["encode", str(DATA / "strawberry.mid"), "-o", str(tokens)], capsys)[0] == 0
+    code, out, _ = run_cli(["decode", str(tokens), "-o", str(tmp_path / "a.mid"), "--meter", "auto"], capsys)
+    assert code == 0 and " BPM (estimate, fit " in out and "(estimate, fit" in out.split("BPM")[1]
+    code, out, _ = run_cli(["decode", str(tokens), "-o", str(tmp_path / "p.mid"), "--json"], capsys)
+    assert code == 0 and json.loads(out)["grid"] is None  # no option: 120 BPM 4/4, as decode always wrote
+    conductor = {m.type: m for m in mido.MidiFile(tmp_path / "p.mid").tracks[0]}
+    assert conductor["set_tempo"].tempo == 500_000 and conductor["time_signature"].numerator == 4
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--tempo", "0"], ["--tempo", "-5"], ["--tempo", "nan"], ["--tempo", "10000"], ["--meter", "0/4"],
+     ["--meter", "7/0"], ["--meter", "x"]],
+)  # fmt: skip
+def test_bad_grid_options_are_one_line_before_anything_is_written(flags, tmp_path, capsys):
+    tokens, target = tmp_path / "t.txt", tmp_path / "o.mid"
+    tokens.write_text("\n".join(map(str, PIANO_C4)))
+    code, out, err = run_cli(["decode", str(tokens), "-o", str(target), *flags], capsys)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and flags[0] in err, err
+    assert out == "" and not target.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]

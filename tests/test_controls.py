@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 
 from midillm_lite.amt import gm, ops, vocab
 from midillm_lite.amt.codec import decode_tokens
-from midillm_lite.amt.midi import read_midi
+from midillm_lite.amt.grid import SOURCE_DEFAULT, SOURCE_FLAG
+from midillm_lite.amt.midi import ACCENT_VELOCITY, read_midi
 from midillm_lite.amt.tokens_file import read_tokens
 from midillm_lite.amt.vocab import DRUM_INSTRUMENT
-from midillm_lite.controls import ControlFlags, parse_instruments, parse_key
+from midillm_lite.controls import ControlFlags, decode_grid, parse_instruments, parse_key
 from midillm_lite.errors import UserError
 from midillm_lite.sampling import (
     MAX_MELODIC_INSTRUMENTS,
@@ -131,7 +132,7 @@ def model(tiny_gguf) -> str:
 def test_gen_with_instruments_tempo_and_meter(model, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["gen", PROMPT, "-m", model, "-n", "2", "--seed", "3", "-o", str(out), *FAST,
-            "--instruments", "violin,drums", "--tempo", "90", "--meter", "3/4"]  # fmt: skip
+            "--instruments", "violin,drums", "--tempo", "90", "--meter", "3/4", "--dynamics"]  # fmt: skip
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     stats = json.loads((out / "generation_stats.json").read_text())
@@ -152,6 +153,9 @@ def test_gen_with_instruments_tempo_and_meter(model, tmp_path, capsys):
             (n.onset, n.instrument, n.pitch) for n in notes
         )
         assert sorted(n.end for n in back) == sorted(n.end for n in notes)
+        assert entry["grid"]["dynamics"] == "beat accents" and stats["controls"]["dynamics"] == "beat accents"
+        played = {m.velocity for t in midi.tracks for m in t if m.type == "note_on"}
+        assert played and played <= set(ACCENT_VELOCITY.values())  # accented (which levels: where notes fall)
 
 
 @pytest.mark.slow
@@ -161,7 +165,9 @@ def test_gen_estimates_a_tempo_when_none_is_given(model, tmp_path, capsys):
     assert code == 0, err
     stats = json.loads((out / "generation_stats.json").read_text())
     grid = stats["outputs"][0]["grid"]
-    assert grid["tempo_source"] in ("estimate", "default") and grid["meter"] == "4/4"
+    assert grid["tempo_source"] in ("estimate", "default") and grid["meter_source"] in ("estimate", "default")
+    assert grid["meter"] in ("3/4", "4/4", "6/8") and (grid["meter_source"] == "estimate" or grid["meter"] == "4/4")
+    assert stats["controls"]["meter_source"] == "estimate per output" and stats["controls"]["dynamics"] is None
     assert stats["controls"]["tempo_source"] == "estimate per output" and stats["sampling"]["instruments"] is None
 
 
@@ -177,3 +183,34 @@ def test_bad_controls_fail_before_anything_is_written(flags, tmp_path, capsys, m
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err and flags[0] in err
     assert not list(Path(out).glob("gen_*")) if out.exists() else True
+
+
+def test_decode_grid_is_none_without_options_and_gen_like_with_any():
+    assert decode_grid() is None  # today's decode: 120 BPM 4/4, no grid in the summary
+    auto = decode_grid(tempo="auto")
+    assert auto is not None and auto.bpm is None and auto.meter is None and not auto.dynamics
+    accented = decode_grid(dynamics=True)
+    assert accented.dynamics and accented.bpm is None and accented.meter_source == SOURCE_DEFAULT
+    with pytest.raises(UserError, match="tempo"):
+        decode_grid(tempo="0")
+    with pytest.raises(UserError, match="meter"):
+        decode_grid(meter="7/0")
+
+
+@given(st.floats(20, 400, allow_nan=False), st.sampled_from(["3/4", "4/4", "6/8", "auto", None]), st.booleans())
+def test_decode_grid_keeps_what_was_given_as_flags(bpm, meter, dynamics):
+    request = decode_grid(tempo=repr(bpm), meter=meter, dynamics=dynamics)
+    assert request.bpm == bpm and request.tempo_source == SOURCE_FLAG and request.dynamics == dynamics
+    if meter in (None, "auto"):
+        assert request.meter is None
+    else:
+        assert f"{request.meter[0]}/{request.meter[1]}" == meter and request.meter_source == SOURCE_FLAG
+
+
+def test_dynamics_flag_reaches_the_grid_and_the_stats():
+    controls = ControlFlags.parse(dynamics=True).for_prompt("a waltz in 3/4")
+    assert controls.grid.dynamics and controls.to_dict()["dynamics"] == "beat accents"
+    assert controls.to_dict()["meter_source"] == "prompt"
+    plain = ControlFlags.parse().for_prompt("a waltz")
+    assert not plain.grid.dynamics and plain.to_dict()["dynamics"] is None
+    assert plain.to_dict()["meter_source"] == "estimate per output"

@@ -14,9 +14,12 @@ from hypothesis import strategies as st
 from midillm_lite.amt import gm
 from midillm_lite.amt.codec import Note
 from midillm_lite.amt.grid import (
+    BEAT,
+    DOWNBEAT,
     MAX_BPM,
     MAX_TICKS_PER_BEAT,
     MIN_BPM,
+    OFFBEAT,
     SOURCE_DEFAULT,
     SOURCE_ESTIMATE,
     SOURCE_FLAG,
@@ -33,7 +36,15 @@ from midillm_lite.amt.grid import (
     tempo_in_text,
     tempo_word_in_text,
 )
-from midillm_lite.amt.midi import midi_bytes, midi_to_notes, notes_to_midi, parse_midi_bytes
+from midillm_lite.amt.meter import MIN_METER_FIT, estimate_meter
+from midillm_lite.amt.midi import (
+    ACCENT_VELOCITY,
+    DEFAULT_VELOCITY,
+    midi_bytes,
+    midi_to_notes,
+    notes_to_midi,
+    parse_midi_bytes,
+)
 from midillm_lite.amt.tempo import estimate_tempo
 from midillm_lite.amt.vocab import DRUM_INSTRUMENT
 from midillm_lite.errors import UserError
@@ -115,6 +126,7 @@ def test_request_sources():
     assert (flagged.bpm, flagged.tempo_source, flagged.meter, flagged.meter_source) == (90, SOURCE_FLAG, (6, 8),
                                                                                         SOURCE_FLAG)  # fmt: skip
     assert GridRequest.from_prompt("a piece").resolve([]) == Grid()  # nothing to go on: 120 BPM 4/4, by default
+    assert GridRequest.from_prompt("a piece", dynamics=True).resolve([]) == Grid(dynamics=True)
 
 
 def pulse(bpm: float, seconds: float, rng: np.random.Generator, jitter_s: float = 0.01) -> list[int]:
@@ -237,3 +249,106 @@ def test_a_beat_on_the_grid_is_a_beat_in_the_file():
     bar = 3 * midi.ticks_per_beat
     assert [t / bar for t in ticks] == pytest.approx([0, 1, 2, 3], abs=1e-3)  # on the DAW's bar lines
     assert grid.bar_seconds() == pytest.approx(2.0, abs=1e-4) and Grid(120, (6, 8)).bar_seconds() == 1.5
+
+
+# --- meter estimation -------------------------------------------------------------------------------
+
+
+def bars(bpm: float, meter: str, count: int, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """(onsets, durations) of accompaniment in a meter, in 10 ms steps with timing jitter: long bass notes and
+    fuller chords on the downbeat, lighter chords on other beats, single short notes between.
+
+    3/4: bass + chord, chord, chord; 4/4: bass + chord, chord, bass + chord (lighter), chord; 6/8: bass + chord
+    on eighths 1 and 4, single eighths between. Every eighth (quarter in 3/4) sounds, so onsets alone do not
+    give the meter away; where the weight lies does.
+    """
+    quarter = 60 / bpm
+    patterns = {  # (position in quarters, notes starting there, length in quarters)
+        "3/4": [(0, 4, 3), (1, 2, 1), (2, 2, 1)],
+        "4/4": [(0, 4, 2), (1, 2, 1), (2, 3, 1.5), (3, 2, 1)],
+        "6/8": [(0, 4, 1.5), (0.5, 1, 0.5), (1, 1, 0.5), (1.5, 3, 1.5), (2, 1, 0.5), (2.5, 1, 0.5)],
+    }
+    bar = {"3/4": 3, "4/4": 4, "6/8": 3}[meter]
+    onsets, durations = [], []
+    for b in range(count):
+        for position, notes, length in patterns[meter]:
+            onset = max(0, round(100 * ((b * bar + position) * quarter + rng.normal(0, 0.005))))
+            onsets += [onset] * notes
+            durations += [round(100 * length * quarter)] * notes
+    return onsets, durations
+
+
+@pytest.mark.parametrize("meter", ["3/4", "4/4", "6/8"])
+@pytest.mark.parametrize("bpm", [72, 110, 150])
+def test_meter_estimate_finds_the_meter_the_weight_falls_in(meter, bpm):
+    onsets, durations = bars(bpm, meter, 16, np.random.default_rng(bpm))
+    estimate = estimate_meter(onsets, durations, bpm)
+    assert estimate is not None and f"{estimate.meter[0]}/{estimate.meter[1]}" == meter
+    assert estimate.fit >= MIN_METER_FIT
+
+
+def test_meter_estimate_needs_bars_and_evidence():
+    onsets, durations = bars(120, "3/4", 3, np.random.default_rng(0))
+    assert estimate_meter(onsets, durations, 120) is None  # three bars: too few to tell
+    assert estimate_meter([], [], 120) is None
+    even = [25 * k for k in range(200)]  # one equal note on every eighth at 120 BPM: no accent anywhere
+    estimate = estimate_meter(even, [20] * len(even), 120)
+    assert estimate is not None and estimate.fit < MIN_METER_FIT
+
+
+def test_resolve_estimates_the_meter_unless_the_prompt_or_a_flag_says_it():
+    onsets, durations = bars(100, "3/4", 20, np.random.default_rng(1))
+    grid = GridRequest.from_prompt("a waltz").resolve(onsets, durations)
+    assert same_tempo(grid.bpm, 100) and grid.meter == (3, 4) and grid.meter_source == SOURCE_ESTIMATE
+    assert grid.meter_fit >= MIN_METER_FIT and grid.to_dict()["meter_fit"] == round(grid.meter_fit, 3)
+    stated = GridRequest.from_prompt("a waltz in 4/4").resolve(onsets, durations)
+    assert (stated.meter, stated.meter_source, stated.meter_fit) == ((4, 4), SOURCE_PROMPT, None)
+    flagged = GridRequest.from_prompt("a waltz", bpm=100, meter=(6, 8)).resolve(onsets, durations)
+    assert (flagged.meter, flagged.meter_source) == ((6, 8), SOURCE_FLAG)
+    at_flag_tempo = GridRequest.from_prompt("a waltz", bpm=100).resolve(onsets, durations)
+    assert at_flag_tempo.meter == (3, 4) and at_flag_tempo.meter_source == SOURCE_ESTIMATE
+    even = [25 * k for k in range(200)]
+    weak = GridRequest.from_prompt("x", bpm=120).resolve(even, [20] * len(even))
+    assert weak.meter == (4, 4) and weak.meter_source == SOURCE_DEFAULT and weak.meter_fit < MIN_METER_FIT
+
+
+# --- dynamics ---------------------------------------------------------------------------------------
+
+
+def test_metric_levels_on_simple_and_compound_meters():
+    four = Grid(120, (4, 4))  # beats every 0.5 s, bars every 2 s
+    assert [four.metric_level(t) for t in (0, 50, 100, 150, 200, 25, 12, 401)] == [
+        DOWNBEAT, BEAT, BEAT, BEAT, DOWNBEAT, OFFBEAT, OFFBEAT, DOWNBEAT]  # fmt: skip
+    six = Grid(120, (6, 8))  # two dotted-quarter beats a bar: 0.75 s each, bars every 1.5 s
+    assert [six.metric_level(t) for t in (0, 25, 50, 75, 150)] == [DOWNBEAT, OFFBEAT, OFFBEAT, BEAT, DOWNBEAT]
+    waltz = Grid(90, (3, 4))  # beats of 666.67 ms: the nearest 10 ms step to a beat is on it
+    assert [waltz.metric_level(t) for t in (0, 67, 133, 200, 100)] == [DOWNBEAT, BEAT, BEAT, DOWNBEAT, OFFBEAT]
+
+
+def velocities(midi: mido.MidiFile, grid: Grid) -> dict[int, int]:
+    """Onset (10 ms steps) -> velocity of every note-on (one note per onset in the tests that use it)."""
+    return {tick // grid.ticks_per_step: m.velocity for tick, m in timed(midi) if m.type == "note_on"}
+
+
+def test_dynamics_accent_downbeats_over_beats_over_offbeats_drums_alike():
+    for instrument in (0, DRUM_INSTRUMENT):
+        notes = [Note(25 * k, 20, instrument, 60) for k in range(16)]  # eighths at 120 BPM: two bars of 4/4
+        grid = Grid(120, (4, 4), dynamics=True)
+        by_onset = velocities(notes_to_midi(notes, grid).midi, grid)
+        assert by_onset[0] == by_onset[200] == ACCENT_VELOCITY[DOWNBEAT]
+        assert by_onset[50] == by_onset[100] == by_onset[150] == ACCENT_VELOCITY[BEAT]
+        assert by_onset[25] == by_onset[75] == ACCENT_VELOCITY[OFFBEAT]
+        assert ACCENT_VELOCITY[DOWNBEAT] > ACCENT_VELOCITY[BEAT] > ACCENT_VELOCITY[OFFBEAT]
+        plain = Grid(120, (4, 4))
+        assert set(velocities(notes_to_midi(notes, plain).midi, plain).values()) == {DEFAULT_VELOCITY}
+
+
+@settings(max_examples=60, deadline=None)
+@given(note_lists, bpms, meters)
+def test_dynamics_move_no_note(notes, bpm, meter):
+    plain, plain_midi = reread(notes, Grid(bpm, meter))
+    accented, accented_midi = reread(notes, Grid(bpm, meter, dynamics=True))
+    assert accented == plain  # same onsets, durations, instruments and pitches, in the same order
+    plain_ticks = [(t, m.type, m.channel, m.note) for t, m in timed(plain_midi) if m.type.startswith("note")]
+    accented_ticks = [(t, m.type, m.channel, m.note) for t, m in timed(accented_midi) if m.type.startswith("note")]
+    assert accented_ticks == plain_ticks  # and every message at the same tick: only velocities differ

@@ -35,7 +35,14 @@ DEFAULT_METER = (4, 4)
 METER_DENOMINATORS = (1, 2, 4, 8, 16, 32)
 MAX_METER_NUMERATOR = 32
 QUARTER = 4  # the denominator whose note is the MIDI beat
+COMPOUND_BEAT = 3  # in 6/8, 9/8, 12/8 a counted beat is three of the denominator's notes (a dotted quarter)
 AUTO = "auto"
+DYNAMICS_NAME = "beat accents"  # what the stats call --dynamics' post-processing
+
+# Metric levels of an onset on a grid, strongest first (what --dynamics accents).
+DOWNBEAT, BEAT, OFFBEAT = range(3)
+ON_BEAT_SHARE = 1 / 16  # an onset this close to a beat (in beats) is on it: the tempo estimator's window, halved
+HALF_STEP_SECONDS = 0.5 / TIME_RESOLUTION  # and always one rounded to the nearest 10 ms step
 
 # Where a tempo or meter came from, as the stats record it.
 SOURCE_FLAG = "flag"
@@ -83,6 +90,8 @@ class Grid:
     meter_source: str = SOURCE_DEFAULT
     fit: float | None = None  # the estimate's fit score (0: onsets ignore the beat .. 1: every onset on it)
     word: str | None = None  # the prompt's tempo word, when one narrowed the estimate
+    meter_fit: float | None = None  # the meter estimate's margin (0: 3 and 4 beats fit alike .. 1: only one fits)
+    dynamics: bool = False  # velocities accent the grid's downbeats and beats (midi.accent_velocity)
 
     @property
     def microseconds_per_beat(self) -> int:
@@ -107,6 +116,28 @@ class Grid:
         numerator, denominator = self.meter
         return numerator * (QUARTER / denominator) * self.microseconds_per_beat / MICROSECONDS_PER_SECOND
 
+    def beats_per_bar(self) -> int:
+        """Counted beats in a bar: the numerator, or a third of it in compound meters (6/8 has two beats)."""
+        numerator, _ = self.meter
+        return numerator // COMPOUND_BEAT if self._compound() else numerator
+
+    def beat_seconds(self) -> float:
+        """How long a counted beat lasts: the denominator's note, or three of them in compound meters."""
+        return self.bar_seconds() / self.beats_per_bar()
+
+    def _compound(self) -> bool:
+        numerator, denominator = self.meter
+        return denominator >= 8 and numerator > COMPOUND_BEAT and numerator % COMPOUND_BEAT == 0
+
+    def metric_level(self, onset: int) -> int:
+        """DOWNBEAT, BEAT or OFFBEAT: where an onset (10 ms steps) falls on this grid, bars counted from time 0."""
+        beat = self.beat_seconds()
+        position = onset / TIME_RESOLUTION / beat  # in beats
+        nearest = round(position)
+        if abs(position - nearest) > max(ON_BEAT_SHARE, HALF_STEP_SECONDS / beat):
+            return OFFBEAT
+        return DOWNBEAT if nearest % self.beats_per_bar() == 0 else BEAT
+
     def to_dict(self) -> dict:
         return {
             "bpm": round(self.written_bpm, 4),
@@ -115,6 +146,8 @@ class Grid:
             "meter_source": self.meter_source,
             "fit": None if self.fit is None else round(self.fit, 3),
             "word": self.word,
+            "meter_fit": None if self.meter_fit is None else round(self.meter_fit, 3),
+            "dynamics": DYNAMICS_NAME if self.dynamics else None,
             "ticks_per_beat": self.ticks_per_beat,
         }
 
@@ -209,10 +242,13 @@ class GridRequest:
     word: str | None = None
     meter: tuple[int, int] | None = None
     meter_source: str = SOURCE_DEFAULT
+    dynamics: bool = False
 
     @classmethod
-    def from_prompt(cls, prompt: str, *, bpm: float | None = None, meter: tuple[int, int] | None = None) -> GridRequest:
-        """Flags first, then what the prompt states; what neither gives is estimated (tempo) or 4/4 (meter)."""
+    def from_prompt(
+        cls, prompt: str, *, bpm: float | None = None, meter: tuple[int, int] | None = None, dynamics: bool = False
+    ) -> GridRequest:
+        """Flags first, then what the prompt states; what neither gives is estimated (4/4 when a meter is not clear)."""
         stated_bpm = tempo_in_text(prompt)
         stated_meter = meter_in_text(prompt)
         return cls(
@@ -221,20 +257,43 @@ class GridRequest:
             word=tempo_word_in_text(prompt),
             meter=meter or stated_meter,
             meter_source=SOURCE_FLAG if meter else SOURCE_PROMPT if stated_meter else SOURCE_DEFAULT,
+            dynamics=dynamics,
         )
 
-    def resolve(self, onsets: Sequence[int]) -> Grid:
-        """The grid for music with these onsets (10 ms steps): given tempo, else estimated, else 120 BPM."""
+    def resolve(self, onsets: Sequence[int], durations: Sequence[int] | None = None) -> Grid:
+        """The grid for notes with these onsets and durations (10 ms steps; durations weigh the meter estimate)."""
+        bpm, tempo_source, fit = self._tempo(onsets)
+        meter, meter_source, meter_fit = self.meter, self.meter_source, None
+        if meter is None and tempo_source not in (SOURCE_DEFAULT, SOURCE_PROMPT_WORD):  # a tempo that fits the notes
+            meter, meter_source, meter_fit = _meter(onsets, durations, bpm)
+        word = None if self.bpm is not None else self.word  # the word narrowed an estimate or stood in for one
+        return Grid(bpm, meter or DEFAULT_METER, tempo_source, meter_source, fit=fit, word=word, meter_fit=meter_fit,
+                    dynamics=self.dynamics)  # fmt: skip
+
+    def _tempo(self, onsets: Sequence[int]) -> tuple[float, str, float | None]:
+        """(BPM, source, fit): the given tempo, else estimated (within a tempo word's range), else 120 BPM."""
         from .tempo import estimate_tempo
 
-        meter = self.meter or DEFAULT_METER
         if self.bpm is not None:
-            return Grid(self.bpm, meter, self.tempo_source, self.meter_source)
+            return self.bpm, self.tempo_source, None
         band = TEMPO_WORDS.get(self.word) if self.word else None
         estimate = estimate_tempo(onsets, band=band)
         if estimate is not None:
-            source = SOURCE_WORD_ESTIMATE if band else SOURCE_ESTIMATE
-            return Grid(estimate.bpm, meter, source, self.meter_source, fit=estimate.fit, word=self.word)
+            return estimate.bpm, SOURCE_WORD_ESTIMATE if band else SOURCE_ESTIMATE, estimate.fit
         if band:  # too few onsets to estimate: the middle of what the word means
-            return Grid(round(sum(band) / 2), meter, SOURCE_PROMPT_WORD, self.meter_source, word=self.word)
-        return Grid(DEFAULT_BPM, meter, SOURCE_DEFAULT, self.meter_source)
+            return round(sum(band) / 2), SOURCE_PROMPT_WORD, None
+        return DEFAULT_BPM, SOURCE_DEFAULT, None
+
+
+def _meter(
+    onsets: Sequence[int], durations: Sequence[int] | None, bpm: float
+) -> tuple[tuple[int, int], str, float | None]:
+    """(meter, source, fit) estimated at `bpm`; 4/4 (source default, with the weak fit) when the evidence is weak."""
+    from .meter import MIN_METER_FIT, estimate_meter
+
+    estimate = estimate_meter(onsets, durations if durations is not None else [0] * len(onsets), bpm)
+    if estimate is None:
+        return DEFAULT_METER, SOURCE_DEFAULT, None
+    if estimate.fit < MIN_METER_FIT:
+        return DEFAULT_METER, SOURCE_DEFAULT, estimate.fit
+    return estimate.meter, SOURCE_ESTIMATE, estimate.fit

@@ -10,7 +10,8 @@ while a note sounds no longer leaves that note unclosed.
 
 Writing follows the reference decoder (`compound_to_midi`): one track per
 instrument with a program change at its start, drums on channel 9, other
-instruments on channels in order of first appearance skipping 9, velocity 72.
+instruments on channels in order of first appearance skipping 9, velocity 72
+(or, with a grid's `dynamics`, ACCENT_VELOCITY by where the note falls in the bar).
 Where the reference crashes (a 16th melodic instrument) notes move to the
 channel of the closest instrument already placed. Each track is named after its
 instrument (GM name, or "Drums"). The conductor track states a tempo and meter
@@ -41,10 +42,13 @@ from ..fsutil import atomic_write_bytes
 from ..limits import MAX_MIDI_BYTES
 from . import gm
 from .codec import Note
-from .grid import DEFAULT_GRID, Grid
+from .grid import BEAT, DEFAULT_GRID, DOWNBEAT, OFFBEAT, Grid
 from .vocab import DRUM_INSTRUMENT, TIME_RESOLUTION
 
 DEFAULT_VELOCITY = 72  # AMT does not model velocity; its decoder writes this one
+# --dynamics: velocities by metric level (grid.Grid.metric_level), drums alike. Off-beats sit below the default
+# and beats above it, so the music keeps about the default loudness while its downbeats stand out.
+ACCENT_VELOCITY = {DOWNBEAT: 100, BEAT: 84, OFFBEAT: 64}
 UNCLOSED_DURATION = TIME_RESOLUTION // 4  # ticks given to a note that never ends (250 ms, as AMT)
 # SMPTE time division (a negative division in the header): frames per second by the header's code. 29 is
 # NTSC's drop-frame rate, 30000/1001 frames per second in real time.
@@ -244,7 +248,7 @@ def notes_to_midi(notes: Sequence[Note], grid: Grid = DEFAULT_GRID) -> MidiWritt
     events: dict[int, list[tuple[int, int, int, mido.Message]]] = defaultdict(list)  # channel -> events
     for serial, note in enumerate(ordered):
         channel = channels[note.instrument]
-        on = mido.Message("note_on", channel=channel, note=note.pitch, velocity=DEFAULT_VELOCITY)
+        on = mido.Message("note_on", channel=channel, note=note.pitch, velocity=velocity(note, grid))
         off = mido.Message("note_off", channel=channel, note=note.pitch, velocity=0)
         events[channel].append((note.onset * scale, _START, serial, on))
         events[channel].append((note.end * scale, _END if note.duration else _END_ZERO, serial, off))
@@ -256,6 +260,11 @@ def notes_to_midi(notes: Sequence[Note], grid: Grid = DEFAULT_GRID) -> MidiWritt
     if moved:
         repairs["merged_instrument"] = moved
     return MidiWritten(midi=midi, channels=channels, repairs=repairs, merged=merged)
+
+
+def velocity(note: Note, grid: Grid) -> int:
+    """A note's velocity: the model's constant, or with dynamics its accent by metric level (time and pitch kept)."""
+    return ACCENT_VELOCITY[grid.metric_level(note.onset)] if grid.dynamics else DEFAULT_VELOCITY
 
 
 def _conductor_track(grid: Grid) -> mido.MidiTrack:

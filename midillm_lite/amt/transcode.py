@@ -67,9 +67,9 @@ def summarize(notes: Sequence[Note], repairs: Counter[str] | None = None, *, res
     )
 
 
-def tokens_to_midi(token_ids: Iterable[int]) -> tuple[mido.MidiFile, MusicSummary]:
-    """Decode any integers to a valid MIDI file; never raises on token content."""
-    return decoded_to_midi(decode_tokens(token_ids))
+def tokens_to_midi(token_ids: Iterable[int], *, grid: GridRequest | None = None) -> tuple[mido.MidiFile, MusicSummary]:
+    """Decode any integers to a valid MIDI file (on a grid resolved for its notes); never raises on token content."""
+    return decoded_to_midi(decode_tokens(token_ids), grid=grid)
 
 
 def decoded_to_midi(
@@ -82,18 +82,28 @@ def decoded_to_midi(
     stated or estimated) and recorded in the summary; without, 120 BPM 4/4.
     """
     notes = decoded.notes if notes is None else notes
-    resolved = grid.resolve([n.onset for n in notes]) if grid is not None else DEFAULT_GRID
+    resolved = DEFAULT_GRID if grid is None else grid.resolve([n.onset for n in notes], [n.duration for n in notes])
     written = notes_to_midi(notes, resolved)
     summary = summarize(notes, decoded.repairs + written.repairs, rests=decoded.rests, segments=decoded.segments)
     summary.grid = resolved.to_dict() if grid is not None else None
     return written.midi, summary
 
 
-def decode_file(tokens: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool = False) -> MusicSummary:
-    """Token file (or `-` for stdin) -> MIDI file written atomically, or its bytes on standard output for `-`."""
+def decode_file(
+    tokens: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    grid: GridRequest | None = None,
+) -> MusicSummary:
+    """Token file (or `-` for stdin) -> MIDI file written atomically, or its bytes on standard output for `-`.
+
+    Without a grid request the file says 120 BPM 4/4; with one (controls.decode_grid) tempo and meter are resolved
+    as gen resolves them, and recorded in the summary.
+    """
     if str(out) != STDIO:
         check_writable_target(Path(out), force=force)  # before any work: fail fast on a taken name
-    midi, summary = tokens_to_midi(read_tokens(tokens))
+    midi, summary = tokens_to_midi(read_tokens(tokens), grid=grid)
     if str(out) == STDIO:
         sys.stdout.buffer.write(midi_bytes(midi))
         sys.stdout.flush()

@@ -12,6 +12,7 @@ import typer
 from ..amt import vocab
 from ..amt.tokens_file import STDIO
 from ..amt.transcode import decode_file, encode_file
+from ..controls import decode_grid
 from ..errors import Opt, UserError
 from . import app, is_terminal
 from .params import INPUT_SECONDS, parser
@@ -35,21 +36,37 @@ def decode_command(
         Path | None,
         typer.Option("--out", "-o", help="MIDI file to write (`-`: stdout).", show_default="TOKENS with .mid"),
     ] = None,
+    tempo: Annotated[
+        str | None,
+        typer.Option(
+            help="BPM of the MIDI grid, or auto: estimated from the onsets. Without --tempo, --meter and "
+            "--dynamics the file says 120 BPM 4/4; with any of them, the others are auto (as in gen).",
+        ),
+    ] = None,
+    meter: Annotated[
+        str | None,
+        typer.Option(help="Time signature N/D, or auto: estimated at the tempo (3/4, 4/4 or 6/8; 4/4 when unclear)."),
+    ] = None,
+    dynamics: Annotated[
+        bool,
+        typer.Option(help="Accent the grid in the velocities (downbeats loudest, off-beats softest); no note moves."),
+    ] = False,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write the MIDI file a token sequence describes; any integers decode, repairs are counted."""
+    grid = decode_grid(tempo=tempo, meter=meter, dynamics=dynamics)  # bad values fail before anything is read
     target = out or _default_out(tokens, ".mid")
     to_stdout = str(target) == STDIO
     if to_stdout and is_terminal(sys.stdout):
         raise UserError("a MIDI file is binary: redirect standard output (`> out.mid`) or give ", Opt("out"), " FILE")
-    summary = decode_file(tokens, target, force=force)
+    summary = decode_file(tokens, target, force=force, grid=grid)
     if not summary.notes:
         typer.echo(f"warning: {tokens} holds no notes; wrote an empty MIDI file", err=True)
     if as_json and not to_stdout:
         typer.echo(json.dumps({"path": str(target), **summary.to_dict()}, indent=2))
     else:  # with `-o -` stdout holds the MIDI bytes: the summary goes to stderr
-        typer.echo(f"wrote {target}: {summary.describe()}", err=to_stdout)
+        typer.echo(f"wrote {target}: {summary.describe()}{_grid_words(summary.grid)}", err=to_stdout)
 
 
 @app.command("encode")
@@ -98,6 +115,19 @@ def encode_command(
     extra = "; ".join(f"{count} {what}" for count, what in notes if count)
     message = f"wrote {target}: {line}" + (f"; {extra}" if extra else "")
     typer.echo(message, err=to_stdout)
+
+
+def _grid_words(grid: dict | None) -> str:
+    """'; 96 BPM (estimate, fit 0.61), 3/4 (estimate, fit 0.4), beat accents' for a resolved grid, else ''."""
+    if grid is None:
+        return ""
+
+    def source(name: str, fit: float | None) -> str:
+        return f"{name}, fit {fit:g}" if fit is not None else name
+
+    text = f"; {grid['bpm']:g} BPM ({source(grid['tempo_source'], grid['fit'])}), "
+    text += f"{grid['meter']} ({source(grid['meter_source'], grid['meter_fit'])})"
+    return text + (f", {grid['dynamics']}" if grid["dynamics"] else "")
 
 
 def _default_out(source: Path, suffix: str, *, replace_suffix: bool = True) -> Path:

@@ -180,9 +180,20 @@ def gen_command(
         str, typer.Option(help="BPM of the MIDI grid (also told to the model), or auto: the prompt's, else estimated.")
     ] = "auto",
     meter: Annotated[
-        str, typer.Option(help="Time signature N/D (also told to the model), or auto: the prompt's, else 4/4.")
+        str,
+        typer.Option(
+            help="Time signature N/D (also told to the model), or auto: the prompt's, else estimated (3/4, "
+            "4/4 or 6/8; 4/4 when unclear)."
+        ),
     ] = "auto",
     key: Annotated[str | None, typer.Option(help="Key told to the model, like 'D minor'.")] = None,
+    dynamics: Annotated[
+        bool,
+        typer.Option(
+            help="Accent the grid in the velocities: downbeats loudest, other beats louder, off-beats softer "
+            "(else all 72, as the model writes); no note moves."
+        ),
+    ] = False,
     png: Annotated[
         bool, typer.Option("--png/--no-png", help="Write a piano roll gen_i.png next to each MIDI file.")
     ] = True,
@@ -204,7 +215,7 @@ def gen_command(
         raise UserError("--from needs --continue FILE.mid")
     continuation = prepare_continuation(continue_from, from_seconds=from_seconds) if continue_from else None
     settings["continuation"] = continuation
-    controls = ControlFlags.parse(tempo=tempo, meter=meter, instruments=instruments, key=key)
+    controls = ControlFlags.parse(tempo=tempo, meter=meter, instruments=instruments, key=key, dynamics=dynamics)
     talk = not quiet and not as_json
     if not quiet and temperature is not None:
         for warning in setting_warnings(n=n_outputs, temperature=temperature):
