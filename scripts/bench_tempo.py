@@ -67,13 +67,15 @@ def verdict(estimate: float | None, truth: float) -> str:
     return "ratio" if any(abs(estimate / (truth * r) - 1) <= TOLERANCE for r in RATIOS) else "wrong"
 
 
-def meter_verdict(request: GridRequest, notes: list[Note], truth: str) -> str:
+def meter_found(request: GridRequest, notes: list[Note]) -> str:
+    """The meter a file would be written in, or 'default' when the estimate was too weak to use."""
     grid = request.resolve([n.onset for n in notes], [n.duration for n in notes])
-    if grid.meter_source == SOURCE_DEFAULT:
-        return "default"
-    found = f"{grid.meter[0]}/{grid.meter[1]}"
-    if found == truth:
-        return "right"
+    return "default" if grid.meter_source == SOURCE_DEFAULT else f"{grid.meter[0]}/{grid.meter[1]}"
+
+
+def meter_verdict(truth: str, found: str) -> str:
+    if found in ("default", truth):
+        return "right" if found == truth else found
     return "bars right" if {found, truth} <= THREE_QUARTER_BARS else "wrong"
 
 
@@ -102,8 +104,8 @@ def main() -> None:
             counts[verdict(estimate and estimate.bpm, truth * speed)] += 1
             if meter is not None:
                 given = GridRequest(bpm=truth * speed, tempo_source=SOURCE_FLAG)
-                meters["stated tempo"][meter, meter_verdict(given, scaled, meter)] += 1
-                meters["estimated tempo"][meter, meter_verdict(GridRequest(), scaled, meter)] += 1
+                meters["stated tempo"][meter, meter_found(given, scaled)] += 1
+                meters["estimated tempo"][meter, meter_found(GridRequest(), scaled)] += 1
     total = sum(counts.values())
     print(f"{used} files x {len(SPEEDS)} speeds = {total} cases (first {MAX_SECONDS} s of each)")
     for key, value in counts.items():
@@ -116,16 +118,22 @@ def main() -> None:
 
 
 def print_meter_table(tempo: str, table: Counter) -> None:
-    """One row per stated meter family and a total: cases per verdict, with shares."""
+    """One row per stated meter family and a total: cases per verdict, with shares; then what was found for what."""
     families = sorted({family for family, _ in table})
+    verdicts = Counter()
+    for (truth, found), n in table.items():
+        verdicts[truth, meter_verdict(truth, found)] += n
     print(f"\nmeter at the {tempo}:")
     print("| stated | cases | " + " | ".join(METER_VERDICTS) + " |")
     print("|---|---:|" + "---:|" * len(METER_VERDICTS))
     for family in [*families, "all"]:
-        row = {v: sum(n for (f, v2), n in table.items() if v2 == v and family in (f, "all")) for v in METER_VERDICTS}
+        row = {v: sum(n for (f, v2), n in verdicts.items() if v2 == v and family in (f, "all")) for v in METER_VERDICTS}
         cases = sum(row.values())
         cells = " | ".join(f"{row[v]} ({100 * row[v] / max(cases, 1):.0f}%)" for v in METER_VERDICTS)
         print(f"| {family} | {cases} | {cells} |")
+    found = sorted({f for _, f in table})
+    print("stated -> found: " + "; ".join(
+        f"{t}: " + ", ".join(f"{f} {table[t, f]}" for f in found if table[t, f]) for t in families))  # fmt: skip
 
 
 if __name__ == "__main__":

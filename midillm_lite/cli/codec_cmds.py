@@ -39,17 +39,24 @@ def decode_command(
     tempo: Annotated[
         str | None,
         typer.Option(
+            metavar="BPM|auto",
             help="BPM of the MIDI grid, or auto: estimated from the onsets. Without --tempo, --meter and "
             "--dynamics the file says 120 BPM 4/4; with any of them, the others are auto (as in gen).",
         ),
     ] = None,
     meter: Annotated[
         str | None,
-        typer.Option(help="Time signature N/D, or auto: estimated at the tempo (3/4, 4/4 or 6/8; 4/4 when unclear)."),
+        typer.Option(
+            metavar="N/D|auto",
+            help="Time signature N/D, or auto: estimated at the tempo (3/4, 4/4 or 6/8; 4/4 when unclear).",
+        ),
     ] = None,
     dynamics: Annotated[
         bool,
-        typer.Option(help="Accent the grid in the velocities (downbeats loudest, off-beats softest); no note moves."),
+        typer.Option(
+            "--dynamics",
+            help="Accent the grid in the velocities (downbeats loudest, off-beats softest); no note moves.",
+        ),
     ] = False,
     force: ForceOption = False,
     as_json: JsonOption = False,

@@ -190,8 +190,9 @@ def gen_command(
     dynamics: Annotated[
         bool,
         typer.Option(
+            "--dynamics",
             help="Accent the grid in the velocities: downbeats loudest, other beats louder, off-beats softer "
-            "(else all 72, as the model writes); no note moves."
+            "(else all 72, as the model writes); no note moves.",
         ),
     ] = False,
     png: Annotated[
