@@ -1,4 +1,4 @@
-"""The tempo grid a MIDI file is written on: tempo, meter, where each came from, and the tick arithmetic.
+"""The tempo grid a MIDI file is written on: tempo, meter, where each came from, tick arithmetic, metric levels.
 
 A DAW lines its bars up with the file's `set_tempo` and `time_signature`, but
 the notes must keep their times in seconds (the model's 10 ms arrival times).
@@ -8,7 +8,9 @@ chosen so that one 10 ms step is a whole number of MIDI ticks. Every onset and
 duration then lands on an integer tick and decodes back to the same 10 ms step.
 
 Tempos are quarter notes a minute (the MIDI beat), whatever the meter's
-denominator, as MidiCaps-style captions count them.
+denominator, as MidiCaps-style captions count them. Metric levels (downbeat,
+beat, off-beat) count bars from time zero, as a DAW does; `--dynamics` turns
+them into velocities (amt/midi.py). A meter not given is estimated by amt/meter.py.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class Grid:
     fit: float | None = None  # the estimate's fit score (0: onsets ignore the beat .. 1: every onset on it)
     word: str | None = None  # the prompt's tempo word, when one narrowed the estimate
     meter_fit: float | None = None  # the meter estimate's margin (0: 3 and 4 beats fit alike .. 1: only one fits)
-    dynamics: bool = False  # velocities accent the grid's downbeats and beats (midi.accent_velocity)
+    dynamics: bool = False  # velocities accent the downbeats and beats (midi.ACCENT_VELOCITY by metric_level)
 
     @property
     def microseconds_per_beat(self) -> int:
