@@ -25,3 +25,11 @@ MAX_SEED = 2**64 - 1  # seeds are recorded in the JSON stats; 64 bits stay exact
 MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS: its thread pool holds no more
 ALL_LAYERS = -1  # llama.cpp: offload every layer
 MAX_GPU_LAYERS = 1024  # more layers than any Llama has; llama.cpp takes a count past the model's as "all"
+
+# `serve`: what one HTTP request may ask of a shared box (a Raspberry Pi answers several people at once).
+MAX_PROMPT_CHARS = 2000  # a description far past any caption MIDI-LLM learned from; the token check comes later
+SERVE_MAX_OUTPUTS = 8  # outputs per request: each holds its own KV cache, and one request must not fill every slot
+SERVE_MAX_TOKENS = 4096  # twice the trained 2,048-token sequence: more only repeats what the model never saw
+SERVE_MAX_QUEUE = 16  # requests waiting for the model; past this a client is told to come back (429)
+MAX_BODY_BYTES = MAX_MIDI_BYTES + 64 * 1024  # one MIDI upload plus the form's text fields
+MAX_SLOTS = MAX_OUTPUTS  # sequences decoded together across requests (the scheduler's --slots)

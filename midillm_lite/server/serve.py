@@ -1,0 +1,173 @@
+"""Running the server: who may connect (address and token), binding, uvicorn, and a shutdown that keeps the work.
+
+SIGINT or SIGTERM: the listening socket closes, new requests get 503, running generations stop at their next
+step and write their partial outputs (the worker threads are joined before the process ends), and `serve`
+returns the exit status: 0 after SIGTERM, 130 after SIGINT (as gen). A second signal no longer waits for open
+streams, but the outputs are still written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from .. import __version__
+from ..errors import EXIT_INTERRUPTED, Opt, UserError
+from ..limits import (
+    MAX_BODY_BYTES,
+    MAX_MIDI_BYTES,
+    MAX_PROMPT_CHARS,
+    SERVE_MAX_OUTPUTS,
+    SERVE_MAX_QUEUE,
+    SERVE_MAX_TOKENS,
+)
+from ..outputs import DEFAULT_ROOT
+from .app import AppConfig, create_app
+from .jobs import JobStore
+from .runner import make_runner
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+TOKEN_ENV = "MIDILLM_TOKEN"
+MIN_TOKEN_CHARS = 16  # a guessable token on a network is no guard
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+MAX_CONNECTIONS = 64  # past this uvicorn answers 503: a Pi's memory, not its patience, is the bound
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    slots: int = 4
+    out: Path = DEFAULT_ROOT
+    token: str | None = None
+    max_queue: int = SERVE_MAX_QUEUE
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_token(host: str, token: str | None, *, no_auth: bool) -> str | None:
+    """The token the server will require (None: none), or a UserError when a network address would be unguarded."""
+    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    if no_auth:
+        if token is not None:
+            raise UserError("give a token or ", Opt("no_auth", True), ", not both")
+        return None
+    if token is None and not is_loopback(host):
+        raise UserError(f"listening on {host} lets other machines in: give a token (", Opt("token"),
+                        f" or {TOKEN_ENV}), or ", Opt("no_auth", True), " to let anyone in")  # fmt: skip
+    if token is not None and (len(token) < MIN_TOKEN_CHARS or token != token.strip()):
+        raise UserError(f"the token must be at least {MIN_TOKEN_CHARS} characters without surrounding spaces, e.g. "
+                        "the output of: python3 -c 'import secrets; print(secrets.token_urlsafe())'")  # fmt: skip
+    return token
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is announced (a busy port is one clear error)."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UserError(f"cannot listen on {host}: {exc.strerror}") from exc
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another ", Opt("port")) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket, host: str) -> str:
+    port = sock.getsockname()[1]
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{f'[{shown}]' if ':' in shown and not shown.startswith('[') else shown}:{port}"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, with the first signal also stopping the generations, and the signals kept (not re-raised)."""
+
+    def __init__(self, config: uvicorn.Config, store: JobStore):
+        super().__init__(config)
+        self.store = store
+        self.first_signal: int | None = None
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self.first_signal is None:
+            self.first_signal = sig
+            self.store.begin_shutdown()
+            self.should_exit = True
+        else:
+            self.force_exit = True  # streams are not waited for; the workers still are (serve joins them)
+
+    def capture_signals(self):
+        return _Signals(self.handle_exit)
+
+
+class _Signals:
+    def __init__(self, handler: Callable[[int, object], None]):
+        self.handler = handler
+        self.previous: dict[int, object] = {}
+
+    def __enter__(self) -> None:
+        try:
+            self.previous = {sig: signal.signal(sig, self.handler) for sig in SIGNALS}
+        except ValueError:  # not the main thread (tests that embed the server): signals stay as they are
+            self.previous = {}
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def about(generator, config: ServeConfig) -> dict:
+    info = generator.info
+    return {
+        "midillm_lite_version": __version__,
+        "model": {"name": generator.choice.name, "quant": info.quant, "demo": generator.choice.bundled},
+        "defaults": {"temperature": info.temperature, "top_p": info.top_p, "max_tokens": info.max_new_tokens},
+        "limits": {"n": SERVE_MAX_OUTPUTS, "max_tokens": SERVE_MAX_TOKENS, "prompt_chars": MAX_PROMPT_CHARS,
+                   "midi_bytes": MAX_MIDI_BYTES, "body_bytes": MAX_BODY_BYTES, "queue": config.max_queue},
+        "slots": config.slots,
+    }  # fmt: skip
+
+
+def serve(generator, config: ServeConfig, *, on_ready: Callable[[str], None] | None = None) -> int:
+    """Serve `generator` until a signal; the exit status (0 after SIGTERM, 130 after SIGINT)."""
+    sock = bind(config.host, config.port)
+    runner, workers = make_runner(generator, slots=config.slots)
+    store = JobStore(config.out, runner, workers=workers, max_queue=config.max_queue)
+    allowed = LOOPBACK_NAMES if is_loopback(config.host) else None
+    app = create_app(store, AppConfig(token=config.token, allowed_hosts=allowed, about=about(generator, config)))
+    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
+                                    limit_concurrency=MAX_CONNECTIONS), store)  # fmt: skip
+    try:
+        if on_ready is not None:
+            on_ready(url_of(sock, config.host))
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        store.close()  # every running generation writes its outputs before the process goes
+        sock.close()
+    return EXIT_INTERRUPTED if server.first_signal == signal.SIGINT else 0
