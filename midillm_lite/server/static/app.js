@@ -1,0 +1,228 @@
+// The page of `midillm-lite serve`: a form that starts a generation, its live progress (Server-Sent Events), then
+// per output the piano roll, an audio player when the server has an audio file for it, and downloads.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let token = null;
+let current = null; // { id, source }
+
+function loadToken() {
+  const params = new URLSearchParams(location.search);
+  const given = params.get("access_token");
+  if (given) {
+    sessionStorage.setItem("midillm-token", given);
+    history.replaceState(null, "", location.pathname); // the token leaves the address bar
+  }
+  token = sessionStorage.getItem("midillm-token");
+}
+
+// A URL the browser loads by itself (img, audio, a link, EventSource) carries the token in the query.
+function withToken(url) {
+  return token ? url + (url.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(token) : url;
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (token) headers["Authorization"] = "Bearer " + token;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (response.status === 401) {
+    $("auth").hidden = false;
+    throw new Error("the server needs its access token");
+  }
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || response.status + " " + response.statusText);
+  return body;
+}
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").className = isError ? "error" : "muted";
+}
+
+async function showModel() {
+  try {
+    const about = await api("/v1/model");
+    const demo = about.model.demo ? " (the bundled demo model)" : "";
+    $("model").textContent = `model: ${about.model.name}${demo}, ${about.model.quant}`;
+    $("prompt").maxLength = about.limits.prompt_chars;
+    document.querySelector("[name=n]").max = about.limits.n;
+    document.querySelector("[name=max_tokens]").max = about.limits.max_tokens;
+  } catch (err) {
+    $("model").textContent = err.message;
+  }
+}
+
+async function start(event) {
+  event.preventDefault();
+  const data = new FormData($("gen-form"));
+  data.set("strict", $("strict").checked ? "true" : "false");
+  const file = data.get("midi");
+  if (file && file.size === 0) data.delete("midi");
+  $("generate").disabled = true;
+  $("results").replaceChildren();
+  setStatus("sending…");
+  try {
+    const job = await api("/v1/generations", { method: "POST", body: data });
+    follow(job.id);
+  } catch (err) {
+    setStatus(err.message, true);
+    $("generate").disabled = false;
+  }
+}
+
+function follow(id) {
+  if (current) current.source.close();
+  const source = new EventSource(withToken(`/v1/generations/${encodeURIComponent(id)}/events`));
+  current = { id, source };
+  $("cancel").hidden = false;
+  source.addEventListener("progress", (e) => showProgress(JSON.parse(e.data)));
+  source.addEventListener("end", (e) => {
+    source.close();
+    finish(JSON.parse(e.data));
+  });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) setStatus("lost the connection to the server", true);
+  };
+}
+
+function showProgress(job) {
+  const wanted = job.request.max_tokens || 0;
+  const bars = job.progress.outputs.map((p, i) => {
+    const row = document.createElement("div");
+    const label = document.createElement("div");
+    label.className = "muted";
+    label.textContent = `output ${i + 1}: ${p.notes} notes, ${p.seconds.toFixed(1)} s${p.done ? " (done)" : ""}`;
+    const bar = document.createElement("div");
+    bar.className = "bar";
+    const fill = document.createElement("div");
+    const seconds = job.request.seconds || 100;
+    const share = p.done ? 1 : Math.max(p.seconds / seconds, wanted ? p.tokens / wanted : 0);
+    fill.style.width = Math.min(100, Math.round(share * 100)) + "%";
+    bar.append(fill);
+    row.append(label, bar);
+    return row;
+  });
+  $("progress").replaceChildren(...bars);
+  setStatus(job.status === "queued" ? "waiting for the model…" : `${job.status}: ${job.progress.tokens_per_s} tokens/s`);
+}
+
+function finish(job) {
+  $("generate").disabled = false;
+  $("cancel").hidden = true;
+  $("progress").replaceChildren();
+  current = null;
+  const note = job.error ? `: ${job.error}` : job.partial ? " (partial outputs kept)" : "";
+  setStatus(`${job.status}${note}`, job.status === "failed");
+  showResults(job);
+  refreshRecent();
+}
+
+function link(file, text, download = true) {
+  const a = document.createElement("a");
+  a.href = withToken(file.url + (download ? "?download=1" : ""));
+  a.textContent = text;
+  a.className = file.kind;
+  if (download) a.setAttribute("download", "");
+  return a;
+}
+
+function showResults(job) {
+  const files = job.files || [];
+  const cards = (job.outputs || []).map((output) => {
+    const mine = files.filter((f) => f.output === output.index);
+    const card = document.createElement("article");
+    card.className = "output";
+    const title = document.createElement("h3");
+    title.textContent = `Output ${output.index}`;
+    for (const [flag, text] of [["partial", "partial"], ["rejected", "rejected"], ["failed", "no notes"]]) {
+      if (output[flag]) {
+        const badge = document.createElement("span");
+        badge.className = "badge warn";
+        badge.textContent = text;
+        title.append(badge);
+      }
+    }
+    card.append(title);
+    const png = mine.find((f) => f.kind === "image");
+    if (png) {
+      const img = document.createElement("img");
+      img.src = withToken(png.url);
+      img.alt = `piano roll of output ${output.index}`;
+      card.append(img);
+    }
+    const audio = mine.find((f) => f.kind === "audio");
+    if (audio) {
+      const player = document.createElement("audio");
+      player.controls = true;
+      player.src = withToken(audio.url);
+      card.append(player);
+    }
+    const links = document.createElement("div");
+    links.className = "links";
+    for (const f of mine) {
+      if (f.kind === "midi") links.append(link(f, "MIDI"));
+      else if (f.kind === "tokens") links.append(link(f, "tokens"));
+      else if (f.kind === "audio") links.append(link(f, "audio"));
+    }
+    card.append(links);
+    return card;
+  });
+  const stats = files.find((f) => f.name === "generation_stats.json");
+  if (stats) {
+    const more = document.createElement("p");
+    more.append(link(stats, "generation stats", false));
+    cards.push(more);
+  }
+  $("results").replaceChildren(...cards);
+}
+
+async function refreshRecent() {
+  try {
+    const { generations } = await api("/v1/generations?limit=10");
+    $("recent").replaceChildren(
+      ...generations.map((job) => {
+        const item = document.createElement("li");
+        const a = document.createElement("a");
+        a.href = "#";
+        a.textContent = job.prompt || job.id;
+        a.addEventListener("click", async (e) => {
+          e.preventDefault();
+          const fresh = await api(job.links.self);
+          if (fresh.status === "queued" || fresh.status === "running") follow(fresh.id);
+          else showResults(fresh);
+        });
+        item.append(a, document.createTextNode(` — ${job.status}`));
+        return item;
+      }),
+    );
+  } catch (err) {
+    // the token box is shown by api(); nothing else to do
+  }
+}
+
+async function cancel() {
+  if (!current) return;
+  try {
+    await api(`/v1/generations/${encodeURIComponent(current.id)}/cancel`, { method: "POST" });
+    setStatus("cancelling…");
+  } catch (err) {
+    setStatus(err.message, true);
+  }
+}
+
+function init() {
+  loadToken();
+  $("gen-form").addEventListener("submit", start);
+  $("cancel").addEventListener("click", cancel);
+  $("save-token").addEventListener("click", () => {
+    token = $("token").value.trim();
+    sessionStorage.setItem("midillm-token", token);
+    $("auth").hidden = true;
+    showModel();
+    refreshRecent();
+  });
+  showModel();
+  refreshRecent();
+}
+
+document.addEventListener("DOMContentLoaded", init);
