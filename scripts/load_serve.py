@@ -79,6 +79,15 @@ class ServerProcess:
         for line in self.proc.stderr:
             self.lines.append(line)
 
+    def wait_line(self, text: str, timeout: float = 10) -> bool:
+        """Whether the server printed a line holding `text` (within `timeout`: stderr is read by a thread)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(text in line for line in self.lines):
+                return True
+            time.sleep(0.05)
+        return False
+
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -304,8 +313,12 @@ def _report(server: ServerProcess, outcomes: list[Outcome], wall: float, rss: li
         "tokens": sum(o.tokens for o in outcomes),
         "tokens_per_s": round(sum(o.tokens for o in outcomes) / wall, 1),
         "wall_s": round(wall, 1),
-        "rss_mib": {"start": round(rss[0], 1), "after_warmup": round(after_warmup, 1), "end": round(rss[-1], 1),
-                    "peak": round(max(rss), 1)},  # fmt: skip
+        "rss_mib": {
+            "start": round(rss[0], 1),
+            "after_warmup": round(after_warmup, 1),
+            "end": round(rss[-1], 1),
+            "peak": round(max(rss), 1),
+        },
         "errors": errors[:20],
         "lost": lost,
         "checks": checks,
