@@ -111,7 +111,9 @@ function finish(job) {
   $("cancel").hidden = true;
   $("progress").replaceChildren();
   current = null;
-  const note = job.error ? `: ${job.error}` : job.partial ? " (partial outputs kept)" : "";
+  const usable = (job.outputs || []).filter((o) => o.usable).length;
+  const none = job.status === "done" && usable === 0 ? ": no usable output (see each output's note)" : "";
+  const note = job.error ? `: ${job.error}` : job.partial ? " (partial outputs kept)" : none;
   setStatus(`${job.status}${note}`, job.status === "failed");
   showResults(job);
   refreshRecent();
