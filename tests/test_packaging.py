@@ -68,7 +68,24 @@ def _package_files() -> dict[str, str]:
             files[f"{folder}/{relative}"] = f"{package.replace('.', '/')}/{relative}"
     for path in _bundled_files():
         files[f"{PACKAGE_DIR[BUNDLED_PACKAGE]}/{path.name}"] = f"midillm_lite/{models.BUNDLED_PACKAGE_DIR}/{path.name}"
+    for relative in _code_package_data():
+        files[relative] = relative  # e.g. serve's page: midillm_lite/server/static/app.js
     return files
+
+
+def _code_package_data() -> list[str]:
+    """Data files of the code's own packages (package-data other than the bundled models), as checkout paths."""
+    found = []
+    for package, patterns in SETUPTOOLS["package-data"].items():
+        if package == BUNDLED_PACKAGE:
+            continue
+        folder = ROOT / package.replace(".", "/")
+        found += [p.relative_to(ROOT).as_posix() for g in patterns for p in folder.glob(g) if p.is_file()]
+    return sorted(found)
+
+
+def test_the_serve_page_ships() -> None:
+    assert {"midillm_lite/server/static/index.html", "midillm_lite/server/static/app.js"} <= set(_code_package_data())
 
 
 def _bundled_files() -> list[Path]:
