@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.midillm-installed
 
-.PHONY: install test check lint bench bench-convert bench-layout bench-threads fuzz clean demo demo-data demo-model
+.PHONY: install test check lint load bench bench-convert bench-layout bench-threads fuzz clean demo demo-data demo-model
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ check: $(STAMP)
 # per harness (examples, time) are printed at the end; RELIABILITY.md records them.
 fuzz: $(STAMP)
 	MIDILLM_FUZZ_EXAMPLES=20000 $(VENV)/bin/pytest tests/fuzz -q -p no:cacheprovider --hypothesis-show-statistics
+
+# The serve load test: 60 requests, 8 at once, some clients leaving mid-stream and some cancelling, on the bundled
+# demo model over loopback; checks nothing is lost and RSS stays flat; prints the figures RELIABILITY.md records.
+load: $(STAMP)
+	$(PY) scripts/load_serve.py --requests 60 --concurrency 8
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -180,6 +180,16 @@ def test_cancel_keeps_the_partial_output_and_a_full_queue_is_429(server) -> None
     assert wait_final(server, waiting[1]["id"])["status"] == "done"
 
 
+def test_a_short_load_loses_nothing(server) -> None:
+    """`make load` in small: clients at once (past --queue 2, so some are told 429 and come back), one leaving
+    mid-stream, one cancelling; every request ends done or cancelled with MIDI files mido reads, all listed."""
+    report = load_serve.run_load(server, requests=8, concurrency=4, settings={"n": 1, "max_tokens": 30},
+                                 disconnect_every=4, cancel_every=4, timeout_s=300)  # fmt: skip
+    assert all(report["checks"].values()), report
+    assert report["behaviours"] == {"normal": 4, "disconnect": 2, "cancel": 2}
+    assert report["midi_files_read"] >= report["statuses"].get("done", 0)
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
 def test_a_signal_keeps_running_work_and_a_restart_lists_it(tiny_gguf, tmp_path: Path, sig, code) -> None:
     with ServerProcess(tiny_gguf(), tmp_path, "--threads", "2") as server:
