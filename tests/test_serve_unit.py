@@ -11,12 +11,12 @@ from hypothesis import strategies as st
 
 from midillm_lite.errors import UserError
 from midillm_lite.limits import MAX_PROMPT_CHARS, SERVE_MAX_OUTPUTS, SERVE_MAX_TOKENS
+from midillm_lite.server.access import MIN_TOKEN_CHARS, TOKEN_ENV, is_loopback, resolve_token
 from midillm_lite.server.app import AppConfig, create_app
 from midillm_lite.server.files import find_file, list_files
 from midillm_lite.server.jobs import JobStore
 from midillm_lite.server.openapi import schema
 from midillm_lite.server.request import FIELDS, GenerationRequest, parse_request
-from midillm_lite.server.serve import MIN_TOKEN_CHARS, TOKEN_ENV, is_loopback, resolve_token
 
 TOKEN = "x" * MIN_TOKEN_CHARS
 
@@ -150,3 +150,14 @@ def test_openapi_names_every_api_route_and_only_those(tmp_path: Path) -> None:
     assert routes == documented
     assert set(schema()["paths"]["/v1/generations"]["post"]["requestBody"]["content"]["application/json"]["schema"][
         "properties"]) == set(FIELDS)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=40))
+def test_no_name_reaches_outside_the_folder(tmp_path_factory, name: str) -> None:
+    folder = tmp_path_factory.mktemp("gen")
+    (folder / "gen_1.mid").write_bytes(b"MThd")
+    (folder / "rejected").mkdir()
+    (folder / "rejected" / "gen_2.mid").write_bytes(b"MThd")
+    found = find_file(folder, name)
+    assert found is None or (found[0].resolve().parent in (folder, folder / "rejected") and found[0].is_file())

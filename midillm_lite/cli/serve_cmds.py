@@ -9,7 +9,7 @@ import typer
 
 from ..limits import MAX_SLOTS, SERVE_MAX_QUEUE
 from ..outputs import DEFAULT_ROOT, check_output_root
-from ..server.serve import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, is_loopback
+from ..server.access import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, is_loopback, resolve_token
 from . import app, echo_or_note
 from .gen_cmds import AUTO_DEVICE, Device, ThreadsOption, model_line
 from .params import Bounds, parser
@@ -78,7 +78,7 @@ def serve_command(
       curl -s localhost:8765/v1/generations -F prompt='Go on, for strings' -F midi=@piece.mid -F from_seconds=20
     """
     from ..generate import Generator
-    from ..server import ServeConfig, resolve_token, serve
+    from ..server.serve import ServeConfig, serve
 
     required = resolve_token(host, token, no_auth=no_auth)  # before the model loads: a refusal costs nothing
     check_output_root(out)
