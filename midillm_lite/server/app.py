@@ -42,7 +42,7 @@ from .request import FIELDS, MIDI_FIELD, parse_request
 log = logging.getLogger(__name__)
 
 API = "/v1"
-OPEN_PATHS = ("/", "/favicon.ico", f"{API}/health")  # the page and its assets hold no data and start nothing
+OPEN_PATHS = ("/", f"{API}/health")  # the page and its assets hold no data and start nothing
 STATIC_PREFIX = "/static/"
 RECENT_DEFAULT, RECENT_MAX = 20, 200
 STREAM_POLL_S = 0.2  # how often a progress stream looks for news

@@ -2,8 +2,8 @@
 
 SIGINT or SIGTERM: the listening socket closes, new requests get 503, running generations stop at their next
 step and write their partial outputs (the worker threads are joined before the process ends), and `serve`
-returns the exit status: 0 after SIGTERM, 130 after SIGINT (as gen). A second signal no longer waits for open
-streams, but the outputs are still written.
+returns the exit status: 0 after SIGTERM, 130 after SIGINT (as gen). Later signals change nothing; a client that
+stops reading its stream is cut off after GRACE_S.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .runner import make_runner
 
 log = logging.getLogger(__name__)
 
+GRACE_S = 30  # how long a shutdown waits for open connections once the generations have stopped
 MAX_CONNECTIONS = 64  # past this uvicorn answers 503: a Pi's memory, not its patience, is the bound
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -88,8 +89,8 @@ class _Server(uvicorn.Server):
             self.first_signal = sig
             self.store.begin_shutdown()
             self.should_exit = True
-        else:
-            self.force_exit = True  # streams are not waited for; the workers still are (serve joins them)
+        # A later signal is only recorded, as gen's InterruptGate does: forcing uvicorn out would cancel the open
+        # streams mid-write (a traceback per stream), and the streams end by themselves once the jobs have stopped.
 
     def capture_signals(self):
         return _Signals(self.handle_exit)
@@ -130,13 +131,17 @@ def serve(generator, config: ServeConfig, *, on_ready: Callable[[str], None] | N
     store = JobStore(config.out, runner, workers=workers, max_queue=config.max_queue)
     allowed = LOOPBACK_NAMES if is_loopback(config.host) else None
     app = create_app(store, AppConfig(token=config.token, allowed_hosts=allowed, about=about(generator, config)))
-    server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
-                                    limit_concurrency=MAX_CONNECTIONS), store)  # fmt: skip
+    settings = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
+                              limit_concurrency=MAX_CONNECTIONS, timeout_graceful_shutdown=GRACE_S)  # fmt: skip
+    server = _Server(settings, store)
     try:
         if on_ready is not None:
             on_ready(url_of(sock, config.host))
         asyncio.run(server.serve(sockets=[sock]))
     finally:
-        store.close()  # every running generation writes its outputs before the process goes
+        # Every running generation writes its outputs before the process goes; a further signal meanwhile is
+        # ignored (the handlers uvicorn restored would raise KeyboardInterrupt into the join and lose them).
+        with _Signals(lambda sig, frame: None):
+            store.close()
         sock.close()
     return EXIT_INTERRUPTED if server.first_signal == signal.SIGINT else 0
