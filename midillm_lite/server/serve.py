@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,10 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame) -> None:
         if self.first_signal is None:
             self.first_signal = sig
-            self.store.begin_shutdown()
+            # On a thread: this handler may run while the main thread holds the store's lock (a status read).
+            threading.Thread(target=self.store.begin_shutdown, name="midillm-serve-stop").start()
             self.should_exit = True
-        # A later signal is only recorded, as gen's InterruptGate does: forcing uvicorn out would cancel the open
+        # Later signals change nothing, as with gen's InterruptGate: forcing uvicorn out would cancel the open
         # streams mid-write (a traceback per stream), and the streams end by themselves once the jobs have stopped.
 
     def capture_signals(self):
