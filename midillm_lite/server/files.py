@@ -23,6 +23,7 @@ MEDIA_TYPES = {
     ".txt": "text/plain; charset=utf-8",
     **AUDIO_SUFFIXES,
 }
+INPUT_NAME = "input.mid"  # an uploaded piece to continue, named by the server
 OUTPUT_STEM = re.compile(r"gen_(\d+)")  # gen_3.mid, gen_3_tokens.txt, gen_3.png, gen_3.wav: output 3
 
 
@@ -30,7 +31,7 @@ OUTPUT_STEM = re.compile(r"gen_(\d+)")  # gen_3.mid, gen_3_tokens.txt, gen_3.png
 class FileEntry:
     name: str  # relative to the folder, with "/" (e.g. "rejected/gen_2.mid")
     size: int
-    kind: str  # midi, tokens, image, audio, stats, text, other
+    kind: str  # midi, input (the uploaded MIDI), tokens, image, audio, stats, text, other
     output: int | None  # the output it belongs to (1-based), from its name
 
     @property
@@ -42,6 +43,8 @@ class FileEntry:
 
 
 def kind_of(name: str) -> str:
+    if name == INPUT_NAME:
+        return "input"
     lower = name.lower()
     suffix = Path(lower).suffix
     if suffix == ".mid":

@@ -23,13 +23,13 @@ from ..amt.continuation import Continuation, prepare_continuation
 from ..errors import UserError
 from ..fsutil import atomic_write_bytes, atomic_write_text
 from ..outputs import STATS_NAME, new_output_dir, save_generation
+from .files import INPUT_NAME
 from .request import GenerationRequest
 from .runner import Runner
 
 log = logging.getLogger(__name__)
 
 JOB_NAME = "job.json"
-INPUT_NAME = "input.mid"  # an uploaded piece to continue, named by the server
 QUEUED, RUNNING = "queued", "running"
 DONE, CANCELLED, INTERRUPTED, FAILED = "done", "cancelled", "interrupted", "failed"
 FINAL = (DONE, CANCELLED, INTERRUPTED, FAILED)

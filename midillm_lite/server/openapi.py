@@ -91,7 +91,7 @@ def schema() -> dict[str, Any]:
                         "name": {"type": "string"},
                         "size": {"type": "integer"},
                         "url": {"type": "string"},
-                        "kind": {"enum": ["midi", "tokens", "image", "audio", "stats", "text", "other"]},
+                        "kind": {"enum": ["midi", "input", "tokens", "image", "audio", "stats", "text", "other"]},
                         "output": {"type": ["integer", "null"]},
                     },
                 },
