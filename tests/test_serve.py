@@ -158,7 +158,10 @@ def test_names_come_from_the_server_only(server) -> None:
 def test_another_site_and_another_host_are_refused(server) -> None:
     status, body = call_json(server, "POST", "/v1/generations", QUICK, {"Origin": "http://evil.example"})
     assert status == 403 and "another site" in body["error"]
-    assert call(server, "GET", "/v1/health", headers={"Host": "evil.example"})[0] == 400  # DNS rebinding
+    for host in ("evil.example", "evil.example:8765", "127.0.0.1.evil.example", "[::2]:80", "[bad"):
+        assert call(server, "GET", "/v1/health", headers={"Host": host})[0] == 400, host  # DNS rebinding
+    for host in ("localhost", f"127.0.0.1:{server.port}", "[::1]:1234", "LOCALHOST"):
+        assert call(server, "GET", "/v1/health", headers={"Host": host})[0] == 200, host
 
 
 def test_cancel_keeps_the_partial_output_and_a_full_queue_is_429(server) -> None:

@@ -4,7 +4,8 @@ Starlette, not FastAPI: the same ASGI core at a third of the import time (0.16-0
 fastapi+uvicorn on the build machine, measured cold and warm) and 2 MB less to install, which a Raspberry Pi
 feels; the request is checked by request.py, and the OpenAPI document is data (openapi.py) tested against the
 routes. Guards: bearer token (header, or `access_token` in the query for what a browser loads by URL), a Host
-allow-list when only loopback is served (DNS rebinding), and no cross-origin writes (no CORS headers at all).
+allow-list when only loopback is served (against DNS rebinding; IPv6 literals too, which Starlette's
+TrustedHostMiddleware splits wrongly), and no cross-origin writes (no CORS headers at all).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -79,12 +79,9 @@ def create_app(store: JobStore, config: AppConfig) -> Starlette:
         Route(f"{API}/generations/{{id}}/files/{{name:path}}", api.download, methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(resources.files(__package__) / "static")), name="static"),
     ]
-    middleware = [Middleware(Guard, token=config.token)]
-    if config.allowed_hosts is not None:
-        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=config.allowed_hosts))
     return Starlette(
         routes=routes,
-        middleware=middleware,
+        middleware=[Middleware(Guard, token=config.token, allowed_hosts=config.allowed_hosts)],
         exception_handlers={HTTPException: _http_error, UserError: _user_error},
     )
 
@@ -103,11 +100,12 @@ async def _user_error(request: Request, exc: Exception) -> Response:
 
 
 class Guard:
-    """Every request: security headers; the token (except on open paths); no writes from another origin."""
+    """Every request: security headers; a known Host; the token (except on open paths); no cross-origin writes."""
 
-    def __init__(self, app: ASGIApp, token: str | None):
+    def __init__(self, app: ASGIApp, token: str | None, allowed_hosts: list[str] | None = None):
         self.app = app
         self.token = token
+        self.allowed_hosts = None if allowed_hosts is None else {h.strip("[]").lower() for h in allowed_hosts}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,6 +120,8 @@ class Guard:
 
     def _refusal(self, scope: Scope, headers: dict[str, str]) -> Response | None:
         path = scope["path"]
+        if self.allowed_hosts is not None and _host_name(headers) not in self.allowed_hosts:
+            return error(400, "unexpected Host header: this server answers to its loopback address only")
         guarded = self.token is not None and path not in OPEN_PATHS and not path.startswith(STATIC_PREFIX)
         if guarded and not self._authorized(scope, headers):
             return error(401, "a token is needed: send 'Authorization: Bearer TOKEN' (or ?access_token=TOKEN)",
@@ -140,6 +140,14 @@ class Guard:
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             given = (query.get("access_token") or [""])[0]
         return hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def _host_name(headers: dict[str, str]) -> str:
+    """The Host header's name without port or IPv6 brackets ("[::1]:8765" -> "::1"); "" when unreadable."""
+    try:
+        return (urlsplit("//" + headers.get("host", "")).hostname or "").lower()
+    except ValueError:
+        return ""
 
 
 def _same_origin(headers: dict[str, str]) -> bool:
