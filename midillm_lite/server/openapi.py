@@ -40,6 +40,7 @@ _FIELDS: dict[str, Any] = {
     "meter": {"type": ["string", "null"], "description": "As gen --meter, e.g. '3/4'."},
     "instruments": {"type": ["string", "null"], "description": "As gen --instruments, e.g. 'piano,violin'."},
     "key": {"type": ["string", "null"], "description": "As gen --key, e.g. 'D minor'."},
+    "dynamics": {"type": "boolean", "default": False, "description": "As gen --dynamics: accent the beats."},
 }
 _ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
 _JOB = {"$ref": "#/components/schemas/Generation"}

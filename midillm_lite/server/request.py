@@ -41,6 +41,7 @@ FIELDS: dict[str, type] = {
     "meter": str,
     "instruments": str,
     "key": str,
+    "dynamics": bool,
 }
 _TRUE = {"true", "1", "on", "yes"}
 _FALSE = {"false", "0", "off", "no"}
@@ -62,10 +63,12 @@ class GenerationRequest:
     meter: str | None = None
     instruments: str | None = None
     key: str | None = None
+    dynamics: bool = False
     continue_midi: bool = False  # a MIDI file came with the request (saved by the server as input.mid)
 
     def controls(self) -> ControlFlags:
-        return ControlFlags.parse(tempo=self.tempo, meter=self.meter, instruments=self.instruments, key=self.key)
+        return ControlFlags.parse(tempo=self.tempo, meter=self.meter, instruments=self.instruments, key=self.key,
+                                  dynamics=self.dynamics)  # fmt: skip
 
     def settings(self) -> dict[str, Any]:
         """Generator.generate's keywords (continuation and controls are applied by the caller)."""

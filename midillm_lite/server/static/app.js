@@ -56,6 +56,7 @@ async function start(event) {
   event.preventDefault();
   const data = new FormData($("gen-form"));
   data.set("strict", $("strict").checked ? "true" : "false");
+  data.set("dynamics", $("dynamics").checked ? "true" : "false");
   const file = data.get("midi");
   if (file && file.size === 0) data.delete("midi");
   $("generate").disabled = true;
