@@ -59,7 +59,7 @@ def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | Non
                        "run the same command to generate the rest", err=True)  # fmt: skip
             raise typer.Exit(EXIT_INTERRUPTED) from None
         finally:
-            if not summary.interrupted:
+            if plan.todo and not summary.interrupted:  # nothing to do: the last run's summary stays
                 summary.write(out)
     _end(summary, out, quiet=quiet)
 

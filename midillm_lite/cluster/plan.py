@@ -196,6 +196,7 @@ class RunSummary:
     retried: int = 0  # prompts given to another worker after theirs died
     tokens: int = 0
     wall_s: float = 0.0
+    startup_s: float = 0.0  # until every worker had loaded the model (Ray start or connect included)
     workers: dict[int, WorkerTally] = field(default_factory=dict)
     interrupted: bool = False
     run_seed: int = 0
@@ -210,6 +211,7 @@ class RunSummary:
             "prompts": self.prompts, "complete": self.complete, "skipped_already_complete": self.skipped,
             "done_this_run": self.done, "failed": {str(k): v for k, v in sorted(self.failed.items())},
             "retried_after_worker_death": self.retried, "tokens": self.tokens, "wall_s": round(self.wall_s, 3),
+            "startup_s": round(self.startup_s, 3),
             "tokens_per_s": round(self.tokens / self.wall_s, 2) if self.wall_s else 0.0,
             "workers": [w.to_dict() for _, w in sorted(self.workers.items())],
             "interrupted": self.interrupted, "run_seed": self.run_seed, "cluster": self.cluster,

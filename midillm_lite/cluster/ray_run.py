@@ -43,6 +43,7 @@ MAX_RESTARTS = 2  # Ray restarts a dead worker (reloading the model) this many t
 DEFAULT_THREADS_PER_WORKER = 4  # llama.cpp's decode scales well to ~4 threads; past that, more workers pay more
 START_TIMEOUT_S = 600  # workers load the model before this; longer means the cluster has no room for them
 WAIT_S = 1.0  # how often the driver wakes to notice Ctrl-C while prompts are being generated
+PROBE_PAUSE_S = 0.5  # between asks whether a dead worker is back
 
 
 @dataclass(frozen=True)
@@ -165,11 +166,11 @@ def connected(spec: ClusterSpec, *, cpus: int | None) -> Iterator[Any]:
     A Ray already initialised in this process (a caller's own) is used as it is and left running.
     """
     ray = require_ray()
+    if spec.address is not None:
+        check_reachable(spec.address)
     if ray.is_initialized():
         yield ray
         return
-    if spec.address is not None:
-        check_reachable(spec.address)
     # Workers import midillm_lite from where the driver does: on one machine that is the same code.
     package_root = str(Path(__file__).resolve().parents[2])
     runtime_env = {"env_vars": {"PYTHONPATH": package_root}}
@@ -246,6 +247,7 @@ def run_on_ray(
         driver = _Driver(ray, plan, summary, controls=controls, settings=settings, png=png, on_event=on_event)
         try:
             driver.start(count, model=model, load={**load, "threads": threads}, threads=threads)
+            summary.startup_s = time.perf_counter() - started
             driver.run()
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -299,7 +301,7 @@ class _Driver:
 
     def run(self) -> None:
         self._feed()
-        while self.inflight or self.probes:
+        while self.inflight or (self.probes and self.pending):  # a restart nothing waits for is not awaited
             ready, _ = self.ray.wait([*self.inflight, *self.probes], num_returns=1, timeout=WAIT_S)
             for ref in ready:
                 if ref in self.probes:
@@ -357,19 +359,23 @@ class _Driver:
         else:
             self.summary.retried += 1
             self.pending.appendleft(job)
-            self.on_event(RunEvent("retry", worker, tally.node, job=job, message=_first_line(exc)))
+            self.on_event(RunEvent("retry", worker, tally.node, job=job, message=type(exc).__name__))
         if worker in self.load:  # the first of its prompts to report the death: wait for Ray to restart it
             del self.load[worker]
             tally.deaths += 1
             self.probes[self.actors[worker].hello.remote()] = worker
 
     def _probed(self, ref, worker: int) -> None:
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         try:
             hello = self.ray.get(ref)
+        except ActorUnavailableError:  # still restarting: ask again shortly
+            time.sleep(PROBE_PAUSE_S)
+            self.probes[self.actors[worker].hello.remote()] = worker
+            return
         except RayActorError:
-            log.warning("worker %d is gone for good (Ray restarted it %d times)", worker, MAX_RESTARTS)
+            log.warning("worker %d is gone for good (Ray restarts a worker %d times)", worker, MAX_RESTARTS)
             return
         if hello["error"]:  # restarted, but could not load the model again: the other workers go on
             log.warning("worker %d on %s: %s", worker, hello["node"], UserError(*hello["error"]))
