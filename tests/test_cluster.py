@@ -181,8 +181,10 @@ def test_an_unreachable_address_fails_at_once_naming_it(model, prompts_file, tmp
                            capsys)  # fmt: skip
     assert code == 2 and err.count("\n") == 1
     assert _error_line(err).startswith("error: cannot reach the Ray cluster at 127.0.0.1:9 (")
+    assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # starts two workers
 def test_a_model_missing_on_the_workers_names_the_worker(address, prompts_file, tmp_path, capsys):
     code, _, err = run_cli(["gen", *cluster_args(str(tmp_path / "nowhere.gguf"), prompts_file, tmp_path / "o")],
                            capsys)  # fmt: skip

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from ..cluster.plan import SUMMARY_NAME, RunSummary, plan_run
-from ..cluster.ray_run import ClusterSpec, RunEvent, require_ray, run_on_ray
+from ..cluster.ray_run import ClusterSpec, RunEvent, check_reachable, require_ray, run_on_ray
 from ..controls import ControlFlags
 from ..errors import EXIT_INTERRUPTED, UserError
 from ..outputs import claim_output_dir
@@ -34,6 +34,8 @@ def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | Non
     if settings.get("continuation") is not None:
         raise UserError("--continue goes with one PROMPT, not with --cluster")
     require_ray()
+    if spec.address is not None:
+        check_reachable(spec.address)  # before OUT is touched: a typo in the address leaves nothing behind
     prompts = read_prompt_file(prompts_file)
     if prompts.replaced:
         typer.echo(f"warning: {prompts_file} lines {prompts.replaced} are not valid UTF-8; their undecodable bytes "
