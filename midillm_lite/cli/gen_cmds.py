@@ -141,7 +141,11 @@ def gen_command(
     ] = None,
     prompts_file: Annotated[
         Path | None,
-        typer.Option("--prompts-file", help="One prompt per line (# comments); the model loads once. " + NOT_UTF8),
+        typer.Option(
+            "--prompts-file",
+            help="One prompt per line (# comments); the model loads once; each line's seed "
+            "derives from --seed and its line number. " + NOT_UTF8,
+        ),
     ] = None,
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Prompt loop; the model loads once.")
@@ -204,7 +208,7 @@ def gen_command(
         str | None,
         typer.Option(
             help="ray: run --prompts-file on a local Ray cluster; ray:HOST:PORT: on that one. Resumable: "
-            "run it again to finish (needs pip install 'midillm-lite[cluster]').",
+            "run it again to finish. Needs Ray: the cluster extra (README).",
             rich_help_panel="Cluster",
         ),
     ] = None,
