@@ -156,7 +156,7 @@ def check_reachable(address: str) -> None:
     except OSError as exc:
         why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise UserError(f"cannot reach the Ray cluster at {address} ({why} within {CONNECT_TIMEOUT_S:g} s); "
-                        "start it there with `ray start --head`, or check the address") from exc  # fmt: skip
+                        "is Ray's head node running there, and is the address right?") from exc  # fmt: skip
 
 
 @contextlib.contextmanager
