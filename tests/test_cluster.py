@@ -211,7 +211,7 @@ def test_a_bad_line_fails_alone_and_the_rest_stay_complete(model, address, tmp_p
     prompts.write_bytes(b"a waltz\n\n" + b"piano " * 4000 + b"\na caf\xe9 tango\n")  # a line past the context
     out = tmp_path / "o"
     code, _, err = run_cli(["gen", *cluster_args(model, prompts, out)], capsys)
-    assert code == 2 and "lines [4] are not valid UTF-8" in err
+    assert code == 2 and f"warning: {prompts} line 4 is not valid UTF-8" in err
     assert _error_line(err).startswith("error: 1 of 3 prompts failed (line 3: the prompt is ")
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["00001-a-waltz", "00004-a-caf-tango"]
     assert json.loads((out / SUMMARY_NAME).read_text())["failed"].keys() == {"3"}

@@ -37,9 +37,10 @@ def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | Non
     if spec.address is not None:
         check_reachable(spec.address)  # before OUT is touched: a typo in the address leaves nothing behind
     prompts = read_prompt_file(prompts_file)
-    if prompts.replaced:
-        typer.echo(f"warning: {prompts_file} lines {prompts.replaced} are not valid UTF-8; their undecodable bytes "
-                   "became U+FFFD", err=True)  # fmt: skip
+    if prompts.replaced:  # the same warning as plain --prompts-file
+        from .gen_cmds import _line_list, _warn_replaced
+
+        _warn_replaced(f"{prompts_file} {_line_list(prompts.replaced)}")
     run_settings = {k: v for k, v in settings.items() if k not in ("seed", "continuation")}
     same_music = {**run_settings, "model": model, "controls": [controls.bpm, controls.meter,
                   None if controls.instruments is None else sorted(controls.instruments), controls.key]}  # fmt: skip
