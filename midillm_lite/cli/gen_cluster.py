@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,10 @@ def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | Non
 
         _warn_replaced(f"{prompts_file} {_line_list(prompts.replaced)}")
     run_settings = {k: v for k, v in settings.items() if k not in ("seed", "continuation")}
-    same_music = {**run_settings, "model": model, "controls": [controls.bpm, controls.meter,
-                  None if controls.instruments is None else sorted(controls.instruments), controls.key]}  # fmt: skip
+    # Everything that shapes the music, for a resumed run to match: every control field, whatever gets added later.
+    flags = {f.name: getattr(controls, f.name) for f in fields(controls)}
+    flags = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in flags.items()}
+    same_music = {**run_settings, "model": model, "controls": flags}
     talk = not quiet and not as_json
     with claim_output_dir(out, force=True):  # another run writing into `out` is refused; resuming is not
         plan = plan_run(out, prompts, seed=settings.get("seed"), settings=same_music, force=force)
