@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml scripts/install-llama.sh scripts/llama-runtime-only.cma
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	scripts/install-llama.sh $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,cluster]'
 	touch $@
 
 # The whole suite, as CI runs it (.ci/run).

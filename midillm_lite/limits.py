@@ -23,6 +23,7 @@ MAX_MIDI_BYTES = 2 * 1024 * 1024
 MAX_TOP_K = MIDI_VOCAB_SIZE  # keeping every MIDI id is the same as no top-k
 MAX_SEED = 2**64 - 1  # seeds are recorded in the JSON stats; 64 bits stay exact for any reader of those
 MAX_THREADS = 512  # ggml's GGML_MAX_N_THREADS: its thread pool holds no more
+MAX_WORKERS = 4096  # gen --cluster: each worker holds a model copy (~1 GB); far past the paper's 896-prompt scale
 ALL_LAYERS = -1  # llama.cpp: offload every layer
 MAX_GPU_LAYERS = 1024  # more layers than any Llama has; llama.cpp takes a count past the model's as "all"
 

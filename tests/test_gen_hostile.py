@@ -19,6 +19,7 @@ from clirun import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
+from midillm_lite import promptfile
 from midillm_lite.amt.ops import is_time, time_ticks
 from midillm_lite.amt.tokens_file import read_tokens
 from midillm_lite.cli import gen_cmds
@@ -92,7 +93,7 @@ def test_valid_text_keeps_every_character_but_lone_surrogates(text):
 
 @given(st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=8))
 def test_decode_lines_names_exactly_the_lines_that_are_not_utf8(lines):
-    decoded, bad = gen_cmds._decode_lines(b"".join(line + b"\n" for line in lines))
+    decoded, bad = promptfile.decode_lines(b"".join(line + b"\n" for line in lines))
     assert decoded == [line.decode("utf-8", "replace") for line in lines]
     assert bad == [n for n, line in enumerate(lines, start=1) if line.decode("utf-8", "replace").encode() != line]
 

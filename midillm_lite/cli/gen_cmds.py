@@ -24,6 +24,7 @@ from ..outputs import (
     new_output_dir,
     save_generation,
 )
+from ..promptfile import PromptLine, new_run_seed, prompt_seed, read_prompt_file
 from ..sampling import MAX_SIMULTANEOUS_NOTES
 from . import InterruptGate, app, echo_or_note
 from .params import (
@@ -38,6 +39,7 @@ from .params import (
     THREADS,
     TOP_K,
     TOP_P,
+    WORKERS,
     parse_counts,
     parser,
 )
@@ -139,7 +141,11 @@ def gen_command(
     ] = None,
     prompts_file: Annotated[
         Path | None,
-        typer.Option("--prompts-file", help="One prompt per line (# comments); the model loads once. " + NOT_UTF8),
+        typer.Option(
+            "--prompts-file",
+            help="One prompt per line (# comments); the model loads once; each line's seed "
+            "derives from --seed and its line number. " + NOT_UTF8,
+        ),
     ] = None,
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Prompt loop; the model loads once.")
@@ -198,13 +204,38 @@ def gen_command(
     png: Annotated[
         bool, typer.Option("--png/--no-png", help="Write a piano roll gen_i.png next to each MIDI file.")
     ] = True,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="ray: run --prompts-file on a local Ray cluster; ray:HOST:PORT: on that one. Resumable: "
+            "run it again to finish. Needs Ray: the cluster extra (README).",
+            rich_help_panel="Cluster",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            parser=parser(WORKERS),
+            help="With --cluster: worker processes, each loading the model once.",
+            show_default="the cluster's CPUs / --threads-per-worker",
+            rich_help_panel="Cluster",
+        ),
+    ] = None,
+    threads_per_worker: Annotated[
+        int | None,
+        typer.Option(
+            "--threads-per-worker",
+            parser=parser(THREADS),
+            help="With --cluster: each worker's threads.",
+            show_default="4, or the CPUs if fewer",
+            rich_help_panel="Cluster",
+        ),
+    ] = None,
 ) -> None:
     """Generate MIDI files from a text description (several outputs at once, offline)."""
     from ..amt.continuation import prepare_continuation
     from ..generate import Generator, check_settings, setting_warnings
 
-    prompts = _prompts(prompt, prompts_file, interactive, quiet=quiet)
-    batch = prompts_file is not None or interactive
     root = out or DEFAULT_ROOT
     settings = dict(
         n=n_outputs, seed=seed, temperature=temperature, top_p=top_p, top_k=top_k, strict=strict,
@@ -221,6 +252,19 @@ def gen_command(
     if not quiet and temperature is not None:
         for warning in setting_warnings(n=n_outputs, temperature=temperature):
             typer.echo(f"warning: {warning}", err=True)
+    if cluster is not None:
+        from .gen_cluster import gen_on_cluster
+
+        return gen_on_cluster(cluster, prompt=prompt, prompts_file=prompts_file, interactive=interactive, out=out,
+                              model=model, workers=workers, threads_per_worker=threads_per_worker, threads=threads,
+                              load={"device": device.value, "gpu_layers": gpu_layers}, settings=settings,
+                              controls=controls, png=png, quiet=quiet, as_json=as_json, force=force)  # fmt: skip
+    if workers is not None or threads_per_worker is not None:
+        raise UserError("--workers and --threads-per-worker go with --cluster")
+    prompts = _prompts(prompt, prompts_file, interactive, quiet=quiet)
+    batch = prompts_file is not None or interactive
+    # Each line of a prompts file has its own seed, from the run's and its line number (as with --cluster).
+    run_seed = new_run_seed() if seed is None else seed
     no_music = False
     # The output folder is claimed (or its parent checked) before the model loads: a bad or busy folder
     # fails in a second, not after the generation; the claim is held until the last file is written.
@@ -240,9 +284,10 @@ def gen_command(
                 max_tokens=gen.info.max_new_tokens if max_tokens is None else max_tokens,
                 may_stop_early=strict or seconds is not None,
             )
-            for text in prompts:
+            for number, text in prompts:
                 where = out if claim is not None else root
-                result, interrupted = _one(gen, text, where, claim is None, settings, controls, plan, as_json=as_json,
+                each = settings if number is None else {**settings, "seed": prompt_seed(run_seed, number)}
+                result, interrupted = _one(gen, text, where, claim is None, each, controls, plan, as_json=as_json,
                                            quiet=quiet, png=png)  # fmt: skip
                 if interrupted:
                     raise typer.Exit(EXIT_INTERRUPTED)
@@ -348,7 +393,10 @@ def contention_hint(result) -> str | None:
     return f"hint: other programs were using the CPU ({got}), so this was far slower than this machine can be; {fix}"
 
 
-def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool, *, quiet: bool) -> Iterator[str]:
+def _prompts(
+    prompt: str | None, prompts_file: Path | None, interactive: bool, *, quiet: bool
+) -> Iterator[tuple[int | None, str]]:
+    """(line number in --prompts-file, else None; prompt) pairs."""
     given = sum(x for x in (prompt is not None, prompts_file is not None, interactive))
     if given != 1:
         raise UserError("give exactly one of: a PROMPT, --prompts-file FILE, or --interactive")
@@ -356,10 +404,10 @@ def _prompts(prompt: str | None, prompts_file: Path | None, interactive: bool, *
         text, replaced = _valid_text(prompt)
         if replaced:
             _warn_replaced("the PROMPT argument")
-        return iter([text])
+        return iter([(None, text)])
     if prompts_file is not None:
-        return iter(_read_prompts(prompts_file))
-    return _ask(quiet=quiet)
+        return iter([(line.number, line.text) for line in _read_prompts(prompts_file)])
+    return ((None, text) for text in _ask(quiet=quiet))
 
 
 # Text that is not UTF-8 (a Latin-1 terminal, a file saved in another encoding) is not refused: each undecodable
@@ -380,38 +428,17 @@ def _warn_replaced(where: str) -> None:
     typer.echo(f"warning: {where} is not valid UTF-8; its undecodable bytes became U+FFFD", err=True)
 
 
-def _decode_lines(data: bytes) -> tuple[list[str], list[int]]:
-    """Lines of `data` decoded as UTF-8 (bad bytes -> U+FFFD), and the 1-based numbers of the lines that had any."""
-    lines, bad = [], []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            lines.append(raw.decode("utf-8", "replace"))
-            bad.append(number)
-    return lines, bad
-
-
 def _line_list(numbers: list[int], shown: int = 3) -> str:
     head = ", ".join(map(str, numbers[:shown]))
     more = f" and {len(numbers) - shown} more" if len(numbers) > shown else ""
     return f"line{'s' if len(numbers) > 1 else ''} {head}{more}"
 
 
-def _read_prompts(path: Path) -> list[str]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise UserError(f"{path}: no such file") from exc
-    except OSError as exc:
-        raise UserError(f"cannot read prompts from {path}: {exc.strerror or exc}") from exc
-    lines, bad = _decode_lines(data.removeprefix(b"\xef\xbb\xbf"))  # a BOM is not part of the first prompt
-    if bad:
-        _warn_replaced(f"{path} {_line_list(bad)}")
-    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not prompts:
-        raise UserError(f"{path} holds no prompts (one per line; # starts a comment)")
-    return prompts
+def _read_prompts(path: Path) -> list[PromptLine]:
+    prompts = read_prompt_file(path)
+    if prompts.replaced:
+        _warn_replaced(f"{path} {_line_list(prompts.replaced)}")
+    return prompts.lines
 
 
 ASK = "describe the music (empty line to quit)> "

@@ -28,6 +28,7 @@ from ..limits import (
     MAX_SEED,
     MAX_THREADS,
     MAX_TOP_K,
+    MAX_WORKERS,
     MIN_NEW_TOKENS,
 )
 
@@ -94,6 +95,7 @@ TOP_K = Bounds(0, MAX_TOP_K, integer=True, note="0: off")
 SEED = Bounds(0, MAX_SEED, integer=True)
 MAX_TOKENS = Bounds(MIN_NEW_TOKENS, MAX_NEW_TOKENS, integer=True, note="the model's context may allow fewer")
 THREADS = Bounds(1, MAX_THREADS, integer=True)
+WORKERS = Bounds(1, MAX_WORKERS, integer=True)
 GPU_LAYERS = Bounds(ALL_LAYERS, MAX_GPU_LAYERS, integer=True, note="-1: all")
 STEPS = Bounds(MIN_STEPS, MAX_NEW_TOKENS, integer=True)
 
