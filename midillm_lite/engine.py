@@ -58,8 +58,9 @@ MIN_JUDGED_DECODE_S = 1.0  # shorter generations are too few decodes to judge
 # (seq index, tokens generated so far, its note state) -> True to finish that sequence.
 StopPredicate = Callable[[int, list[int], NoteState], bool]
 # Tokens a caller adds to one sequence after each sampled token (AMT anticipation's control triplets, issue 16):
-# inject(seq, tokens_so_far, state) -> AMT ids appended to that sequence and decoded with it at the next step;
-# the model never samples them. The batch scheduler (issue 17) takes the same hook.
+# inject(seq, tokens_so_far, state) -> AMT ids appended to that sequence (and to its state) and decoded with it at
+# the next step; called unless the sampled token finished the sequence. The model never samples them (the masks
+# exclude controls). The batch scheduler (issue 17) takes the same hook.
 InjectFn = Callable[[int, list[int], NoteState], Sequence[int]]
 
 
@@ -317,8 +318,10 @@ def round_up(n: int, step: int) -> int:
 
 
 # --- prompt --------------------------------------------------------------------------------
-def build_prompt(model: Model, description: str) -> list[int]:
+def build_prompt(model: Model, description: str, *, anticipate: bool = False) -> list[int]:
     """[BOS] + tokens of system prompt + description + " " + [AUTOREGRESS], all taken from the GGUF.
+
+    anticipate=True ends it with ANTICIPATE instead: AMT's mode for sequences that carry controls.
 
     The description is tokenized as text, so typing "<|eot_id|>" cannot inject a control token.
     """
@@ -328,7 +331,8 @@ def build_prompt(model: Model, description: str) -> list[int]:
         raise UserError("the description holds bytes that are not UTF-8 (lone surrogates); decode it with "
                         "errors='replace' first")  # fmt: skip
     info = model.info
-    tokens = [model.bos_token(), *model.tokenize(info.system_prompt + description + " "), info.autoregress_token_id]
+    mode = vocab.MIDI_ANTICIPATE_ID if anticipate else info.autoregress_token_id
+    tokens = [model.bos_token(), *model.tokenize(info.system_prompt + description + " "), mode]
     if len(tokens) >= model.n_ctx_limit:
         raise UserError(
             f"the prompt is {len(tokens)} tokens but the context holds {model.n_ctx_limit}; shorten the description"
@@ -390,10 +394,13 @@ class Generation:
     max_new_tokens: int
     prefix_amt: tuple[int, ...] = ()
     stop: StopPredicate | None = None
-    tokens: list[list[int]] = field(default_factory=list)  # per sequence, AMT ids after the prefix
+    inject: InjectFn | None = None
+    initial_state: NoteState | None = None  # what each sequence's masks start from before the prefix
+    tokens: list[list[int]] = field(default_factory=list)  # per sequence, AMT ids after the prefix (injected too)
     finished: list[bool] = field(default_factory=list)
     nonfinite: list[int] = field(default_factory=list)  # per sequence, steps whose logits held NaN or inf
     timings: Timings = field(default_factory=Timings)
+    _fed: list[int] = field(default_factory=list, repr=False)  # per sequence, tokens already in the KV cache
 
     def __iter__(self) -> Iterator[StepEvent]:
         return self._run()
@@ -413,10 +420,10 @@ class Generation:
         ctx = self.model.context(
             self.n, *context_shape(len(prompt), self.n, self.max_new_tokens, self.model.kv_unified)
         )
-        states = [NoteState().extend(self.prefix_amt) for _ in range(self.n)]
+        states = [(self.initial_state or NoteState()).copy().extend(self.prefix_amt) for _ in range(self.n)]
         rngs = sampling.sequence_rngs(self.seed, self.n)
-        model = self.model
         self.tokens = [[] for _ in range(self.n)]
+        self._fed = [0] * self.n
         self.finished = [self.max_new_tokens <= 0] * self.n
         self.nonfinite = [0] * self.n
         t = self.timings = Timings(prompt_tokens=len(prompt))
@@ -435,10 +442,10 @@ class Generation:
             decode_s = 0.0
             if step > 0:
                 cpu_start = time.process_time()
-                ctx.decode([(model.token_id(self.tokens[s][-1]), len(prompt) + step - 1, s, True) for s in live])
+                rows_at = self._feed(ctx, live, len(prompt))
                 decode_s = time.perf_counter() - step_start
                 t.decode_cpu_s += time.process_time() - cpu_start
-                rows = [ctx.midi_logits(i) for i in range(len(live))]
+                rows = [ctx.midi_logits(i) for i in rows_at]
             sample_start = time.perf_counter()
             picked = [self._advance(s, row, states[s], rngs[s]) for s, row in zip(live, rows, strict=True)]
             now = time.perf_counter()
@@ -452,6 +459,26 @@ class Generation:
             if not live:
                 break
 
+    def _feed(self, ctx: _Context, live: list[int], base: int) -> list[int]:
+        """Decode the live sequences' tokens not yet in the cache; the batch indices of their logits, in order.
+
+        Without injected tokens this is one decode of one token per sequence. Injected ones go first, without
+        logits, in decodes of at most a batch each; the last token of every sequence then goes in one decode.
+        """
+        model = self.model
+        heads: list[tuple[int, int, int, bool]] = []
+        tails: list[tuple[int, int, int, bool]] = []
+        for s in live:
+            new, pos = self.tokens[s][self._fed[s] :], base + self._fed[s]
+            heads += [(model.token_id(tok), pos + i, s, False) for i, tok in enumerate(new[:-1])]
+            tails.append((model.token_id(new[-1]), pos + len(new) - 1, s, True))
+            self._fed[s] = len(self.tokens[s])
+        n_batch = ctx.shape[2]
+        for i in range(0, len(heads), n_batch):
+            ctx.decode(heads[i : i + n_batch])
+        ctx.decode(tails)
+        return list(range(len(tails)))
+
     def _advance(self, seq: int, row: np.ndarray, state: NoteState, rng: np.random.Generator) -> tuple[int, int]:
         # Broken weights (random bytes, NaN) give NaN logits, and the sampler then always picks the lowest id:
         # counted here so the result can say so. max() is the cheap test (~20 us a row): NaN and +inf survive it.
@@ -463,6 +490,12 @@ class Generation:
         out.append(amt_id)
         if len(out) >= self.max_new_tokens or (self.stop is not None and self.stop(seq, out, state)):
             self.finished[seq] = True
+        elif self.inject is not None:
+            added = [int(t) for t in self.inject(seq, out, state)]
+            assert all(not 0 <= t < vocab.CONTROL_OFFSET for t in added), "the model alone writes events"
+            state.extend(added)
+            out += added
+            self.finished[seq] = len(out) >= self.max_new_tokens
         return seq, amt_id
 
 
@@ -502,10 +535,14 @@ def generate_tokens(
     max_new_tokens: int | None = None,
     prefix_amt: Sequence[int] = (),
     stop: StopPredicate | None = None,
+    inject: InjectFn | None = None,
+    initial_state: NoteState | None = None,
 ) -> Generation:
     """Set up n sequences continuing `prompt_tokens` (+ `prefix_amt`, AMT ids); iterate the result to decode.
 
-    seed=None draws one and records it in `Generation.seed`, so any run can be repeated.
+    seed=None draws one and records it in `Generation.seed`, so any run can be repeated. `inject` adds tokens
+    (controls) after sampled ones, counted in `max_new_tokens`; `initial_state` gives the masks a time floor and
+    the instruments the output already holds.
     """
     params = (params or SamplingParams()).validate()
     if not 1 <= n <= llama_cpp.llama_max_parallel_sequences():
@@ -535,4 +572,6 @@ def generate_tokens(
         max_new_tokens=max_new,
         prefix_amt=prefix,
         stop=stop,
+        inject=inject,
+        initial_state=initial_state,
     )

@@ -26,14 +26,15 @@ from typing import Any
 import mido
 
 from . import __version__
+from .amt.anticipation import Anticipation
 from .amt.codec import Decoded, decode_tokens
 from .amt.continuation import Continuation
 from .amt.grid import GridRequest
-from .amt.ops import is_time, time_seconds, time_ticks
+from .amt.ops import is_control, is_time, time_seconds, time_ticks
 from .amt.transcode import MusicSummary, decoded_to_midi
-from .amt.vocab import MAX_TIME, TIME_RESOLUTION, TOKENS_PER_NOTE
+from .amt.vocab import DRUM_INSTRUMENT, MAX_TIME, TIME_RESOLUTION, TOKENS_PER_NOTE
 from .engine import Generation, Model, StepEvent, Timings, build_prompt, cpu_contended, generate_tokens, load_model
-from .errors import UserError, check_range
+from .errors import Opt, UserError, check_range
 from .fsutil import sha256_file
 from .limits import MAX_NEW_TOKENS, MAX_OUTPUTS, MAX_SECONDS, MIN_NEW_TOKENS
 from .modelinfo import ModelInfo
@@ -94,6 +95,7 @@ class GenerationResult:
     threads: int
     gpu_layers: int
     continuation: Continuation | None = None
+    anticipation: Anticipation | None = None
     interrupted: bool = False
     wall_s: float = 0.0
     model_sha256: str = ""
@@ -143,6 +145,7 @@ class GenerationResult:
                 "window_start_seconds": self.continuation.window_start / TIME_RESOLUTION,
                 "window_notes": self.continuation.window_notes,
             },
+            "anticipation": None if self.anticipation is None else self.anticipation.to_dict(),
             "interrupted": self.interrupted,
             "warnings": self.warnings,
             "outputs": [
@@ -239,14 +242,19 @@ class Generator:
         instruments: frozenset[int] | None = None,
         grid: GridRequest | None = None,
         cancel: threading.Event | None = None,
+        anticipation: Anticipation | None = None,
     ) -> GenerationResult:
         """Generate n outputs for one description; defaults come from the model's own metadata.
+
+        `anticipation` (amt.anticipation.prepare_infill / prepare_accompaniment) writes new notes inside its span
+        around the notes it keeps, which every output holds unchanged; the span's end ends the music.
 
         `instruments` (AMT instruments) is a hard mask on the notes; `grid` sets each MIDI file's tempo and meter.
         Setting `cancel` (from any thread) stops sampling at the next step; the result is then partial, as
         after Ctrl-C (`interrupted`), and keeps what was made.
         """
         info = self.info
+        _check_modes(continuation, anticipation, seconds)
         check_settings(prompt, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
                        seconds=seconds)  # fmt: skip
         params = SamplingParams(
@@ -255,12 +263,18 @@ class Generator:
             top_k=top_k,
             strict=strict,
             instruments=instruments,
+            events_only=anticipation is not None,
         ).validate()
         warnings = setting_warnings(n=n, temperature=params.temperature)
         started = time.perf_counter()
-        prefix = continuation.prefix if continuation else []
-        limit = _time_limit(seconds, strict=strict)
-        prompt_tokens = build_prompt(self.model, prompt)
+        prefix = continuation.prefix if continuation else anticipation.prefix if anticipation else []
+        if anticipation is not None:
+            seconds_left = anticipation.end_relative / TIME_RESOLUTION
+            limit = _time_limit(seconds_left, strict=strict)
+            warnings += anticipation.warnings
+        else:
+            limit = _time_limit(seconds, strict=strict)
+        prompt_tokens = build_prompt(self.model, prompt, anticipate=anticipation is not None)
         _check_prompt_length(len(prompt_tokens), len(prefix), info.train_context_length)
         generation = generate_tokens(
             self.model,
@@ -271,6 +285,8 @@ class Generator:
             max_new_tokens=max_tokens,
             prefix_amt=prefix,
             stop=_time_stop(limit),
+            inject=anticipation.schedule(n) if anticipation else None,
+            initial_state=_anticipation_state(anticipation),
         )
         interrupted = _drive(generation, on_step, cancel)
         outputs = [
@@ -282,11 +298,12 @@ class Generator:
                 strict=params.strict,
                 limit=limit,
                 grid=grid,
+                anticipation=anticipation,
             )
             for i, tokens in enumerate(generation.tokens)
         ]
         for output, nonfinite in zip(outputs, generation.nonfinite, strict=False):
-            output.degenerate = degenerate_reason(output.tokens, nonfinite)
+            output.degenerate = degenerate_reason(_events(output.tokens), nonfinite)
         return GenerationResult(
             prompt=prompt,
             seed=generation.seed,
@@ -299,6 +316,7 @@ class Generator:
             threads=self.model.n_threads,
             gpu_layers=self.model.n_gpu_layers,
             continuation=continuation,
+            anticipation=anticipation,
             interrupted=interrupted,
             wall_s=time.perf_counter() - started,
             model_sha256=self.sha256_prefix(),
@@ -349,6 +367,33 @@ def _check_prompt_length(prompt: int, prefix: int, trained: int) -> None:
     if prompt + prefix >= trained:
         what = f"the prompt is {prompt} tokens" + (f" and the continuation window {prefix}" if prefix else "")
         raise UserError(f"{what}; the model was trained on {trained}-token sequences: shorten the description")
+
+
+def _check_modes(continuation: Continuation | None, anticipation: Anticipation | None, seconds: float | None) -> None:
+    if anticipation is None:
+        return
+    if continuation is not None:
+        raise UserError("continue a piece or fill in/accompany one, not both (", Opt("continuation"), ", ",
+                        Opt("anticipation"), ")")  # fmt: skip
+    if seconds is not None:
+        raise UserError("with ", Opt("anticipation"), " the span's end ends the music; leave out ", Opt("seconds"))
+
+
+def _anticipation_state(anticipation: Anticipation | None) -> NoteState | None:
+    """The masks' start: new onsets from the span's start, and the kept instruments counted against the channels."""
+    if anticipation is None:
+        return None
+    kept = anticipation.kept_instruments
+    return NoteState(
+        last_onset=anticipation.start_relative,
+        instruments={i for i in kept if i != DRUM_INSTRUMENT},
+        drums=DRUM_INSTRUMENT in kept,
+    )
+
+
+def _events(tokens: list[int]) -> list[int]:
+    """The sampled tokens of a sequence: the controls inserted among them left out."""
+    return [t for t in tokens if not is_control(t)]
 
 
 def _time_limit(seconds: float | None, *, strict: bool) -> int | None:
@@ -435,10 +480,14 @@ def _make_output(
     strict: bool = True,
     limit: int | None = None,
     grid: GridRequest | None = None,
+    anticipation: Anticipation | None = None,
 ) -> Output:
     tokens, trimmed = _trim(generated, partial=partial, strict=strict, limit=limit)
-    decoded = decode_tokens(tokens)
+    decoded = decode_tokens(_events(tokens))
     notes = continuation.reassemble(decoded.notes) if continuation else None
+    if anticipation is not None:
+        notes, repairs = anticipation.reassemble(decoded.notes)
+        decoded.repairs.update(repairs)
     midi, summary = decoded_to_midi(decoded, notes=notes, grid=grid)
     failed = _failure(decoded, len(tokens))
     rejected = None if failed else _rejection(decoded)

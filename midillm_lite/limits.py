@@ -8,13 +8,15 @@ llama.cpp, so the CLI can read the limits without loading it.
 
 from __future__ import annotations
 
-from .amt.vocab import MAX_TIME_SECONDS, MIDI_VOCAB_SIZE, TOKENS_PER_NOTE
+from .amt.vocab import DELTA_SECONDS, MAX_TIME_SECONDS, MIDI_VOCAB_SIZE, TOKENS_PER_NOTE
 
 MAX_OUTPUTS = 32  # each sequence holds its own ~2k-token KV cache; beyond this memory, not speed, is the limit
 MAX_CONTEXT = 131_072  # Llama 3.2's context length: no MIDI-LLM sequence holds more
 MIN_NEW_TOKENS = TOKENS_PER_NOTE  # fewer cannot hold one note
 MAX_NEW_TOKENS = MAX_CONTEXT  # the model's own context may allow fewer
 MAX_SECONDS = MAX_TIME_SECONDS  # a --seconds stop: AMT arrival times end at 100 s, a longer limit is never reached
+# One infilling/accompaniment pass: the span and the controls 5 s past it must fit AMT's 100 s of arrival times.
+MAX_SPAN_SECONDS = MAX_TIME_SECONDS - DELTA_SECONDS
 MAX_INPUT_SECONDS = 86_400  # a time inside an existing piece (cut, start): a day, far past music, far from overflow
 # mido holds every message of a file as an object (about 270 bytes of memory per byte of a dense file: a 20 MB file
 # took 5.6 GB), so MIDI files are bounded before parsing: 2 MiB (~350k notes, far past what AMT's 100 s windows use)

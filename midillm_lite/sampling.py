@@ -21,6 +21,7 @@ import numpy as np
 
 from .amt.ops import Range, instrument_of, is_note, is_time, note_range, time_ticks
 from .amt.vocab import (
+    CONTROL_OFFSET,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOP_P,
     DRUM_INSTRUMENT,
@@ -43,6 +44,7 @@ NUCLEUS_FIRST_K = 64
 NUCLEUS_GROWTH = 8
 
 FREE_RANGES: tuple[Range, ...] = ((0, SEPARATOR),)
+FREE_EVENT_RANGES: tuple[Range, ...] = ((0, CONTROL_OFFSET),)  # free mode beside controls: AMT's safe_logits
 DURATION_RANGES: tuple[Range, ...] = ((DUR_OFFSET, NOTE_OFFSET),)
 NOTE_RANGES: tuple[Range, ...] = ((NOTE_OFFSET, REST),)
 
@@ -60,6 +62,7 @@ class SamplingParams:
     top_k: int = 0
     strict: bool = True
     instruments: frozenset[int] | None = None  # AMT instruments the note slot may use (None: all); strict only
+    events_only: bool = False  # free mode never samples control ids either (anticipation: the runtime adds them)
 
     def validate(self) -> SamplingParams:
         if not isinstance(self.temperature, int | float) or not math.isfinite(self.temperature):
@@ -104,6 +107,9 @@ class NoteState:
             else:
                 self.instruments.add(instrument)
         self.position += 1
+
+    def copy(self) -> NoteState:
+        return NoteState(self.position, self.last_onset, set(self.instruments), self.drums)
 
     def extend(self, amt_ids: Iterable[int]) -> NoteState:
         for amt_id in amt_ids:
@@ -164,7 +170,8 @@ def gather(row: np.ndarray, ranges: Sequence[Range]) -> tuple[np.ndarray, np.nda
 
 def sample_next(row: np.ndarray, state: NoteState, params: SamplingParams, rng: np.random.Generator) -> int:
     """Pick the next AMT id from a MIDI logits row (index = AMT id) under the state's mask; does not update state."""
-    values, ids = gather(row, allowed_ranges(state, params.strict, params.instruments))
+    ranges = FREE_EVENT_RANGES if params.events_only and not params.strict else None
+    values, ids = gather(row, ranges or allowed_ranges(state, params.strict, params.instruments))
     local = pick(values, params, rng)
     return int(ids + local) if isinstance(ids, int) else int(ids[local])
 

@@ -49,6 +49,11 @@ REPAIRS = {
     "partial_separator": "incomplete SEPARATOR triplets",
     "unfinished_note": "unfinished triplet at the end",
     "merged_instrument": "notes moved to a shared channel (MIDI has 15 melodic channels)",
+    # New notes that anticipation.reassemble leaves out or shortens, so that every kept note reads back unchanged.
+    "outside_span": "new notes outside the span",
+    "overlaps_kept": "new notes sounding over a kept note of the same pitch and instrument",
+    "shortened_before_kept": "new notes shortened to end where a kept note of the same pitch starts",
+    "over_channels": "new notes of instruments past MIDI's 15 melodic channels",
 }
 
 _TIME, _DUR, _NOTE, _REST, _SEP, _MODE, _UNKNOWN = range(7)

@@ -171,6 +171,46 @@ def read_midi(path: str | os.PathLike[str]) -> MidiRead:
         raise UserError(f"{path} is not a readable MIDI file ({_reason(exc)})") from exc
 
 
+def read_midi_tracks(path: str | os.PathLike[str], tracks: Iterable[int]) -> tuple[MidiRead, list[Note]]:
+    """Notes of a MIDI file, and those of the given tracks (0-based, as stored) read with the whole file's tempo map.
+
+    A track past the file's last, or one without notes, is a UserError naming the tracks that have notes.
+    """
+    midi = load_midi_file(path)
+    wanted = sorted(set(tracks))
+    counts = [sum(1 for m in track if m.type == "note_on" and m.velocity > 0) for track in midi.tracks]
+    missing = [t for t in wanted if not 0 <= t < len(counts) or counts[t] == 0]
+    if missing:
+        have = ", ".join(f"{i} ({_track_name(midi.tracks[i])})" for i, c in enumerate(counts) if c) or "none"
+        raise UserError(f"{path} has no notes in track {missing[0]}; its tracks with notes are: {have}")
+    try:
+        return midi_to_notes(midi), midi_to_notes(_notes_of(midi, set(wanted))).notes
+    except Exception as exc:  # as read_midi: a file mido parsed but cannot play back
+        raise UserError(f"{path} is not a readable MIDI file ({_reason(exc)})") from exc
+
+
+def _track_name(track: mido.MidiTrack) -> str:
+    return next((m.name for m in track if m.type == "track_name" and m.name.strip()), "unnamed")
+
+
+def _notes_of(midi: mido.MidiFile, tracks: set[int]) -> mido.MidiFile:
+    """A copy whose other tracks keep every message but their notes (tempo maps and programs still apply)."""
+    out = mido.MidiFile(type=midi.type, ticks_per_beat=midi.ticks_per_beat)
+    for index, track in enumerate(midi.tracks):
+        if index in tracks:
+            out.tracks.append(track)
+            continue
+        kept, carried = mido.MidiTrack(), 0
+        for message in track:
+            if message.type in ("note_on", "note_off"):
+                carried += message.time  # delta times: the next kept message keeps its place in time
+                continue
+            kept.append(message.copy(time=message.time + carried))
+            carried = 0
+        out.tracks.append(kept)
+    return out
+
+
 def midi_to_notes(midi: mido.MidiFile) -> MidiRead:
     out = MidiRead(notes=[], midi_type=midi.type, tracks=len(midi.tracks))
     onsets: list[int] = []

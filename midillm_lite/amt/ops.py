@@ -8,6 +8,7 @@ generation loop all need live here, beside the vocabulary, as in AMT's own
 from __future__ import annotations
 
 from .vocab import (
+    ATIME_OFFSET,
     CONTROL_END,
     CONTROL_OFFSET,
     DUR_OFFSET,
@@ -43,6 +44,22 @@ def is_control(amt_id: int) -> bool:
 def as_event(amt_id: int) -> int:
     """A control token folded onto the event token it mirrors; event tokens pass through."""
     return amt_id - CONTROL_OFFSET if is_control(amt_id) else amt_id
+
+
+def as_control(amt_id: int) -> int:
+    """An event-block token (REST included) moved to the control block it mirrors, as AMT's CONTROL_OFFSET + token."""
+    assert 0 <= amt_id < CONTROL_OFFSET, f"{amt_id} is not an event-block token"
+    return amt_id + CONTROL_OFFSET
+
+
+def is_control_time(amt_id: int) -> bool:
+    """The arrival-time token of a control triplet."""
+    return ATIME_OFFSET <= amt_id < ATIME_OFFSET + (DUR_OFFSET - TIME_OFFSET)
+
+
+def control_time_ticks(amt_id: int) -> int:
+    """The time of a control triplet's arrival-time token, in 10 ms ticks."""
+    return amt_id - ATIME_OFFSET
 
 
 def time_ticks(amt_id: int) -> int:

@@ -46,6 +46,12 @@ TEXT_VOCAB_SIZE = 128_256  # Llama 3 text tokens; MIDI token 0 is full id 128,25
 MIDI_VOCAB_SIZE = 55_030  # MIDI-LLM reserves two ids beyond AMT's 55,028
 FULL_VOCAB_SIZE = TEXT_VOCAB_SIZE + MIDI_VOCAB_SIZE  # 183,286
 MIDI_AUTOREGRESS_ID = TEXT_VOCAB_SIZE + AUTOREGRESS  # 183,282: ends every prompt
+MIDI_ANTICIPATE_ID = TEXT_VOCAB_SIZE + ANTICIPATE  # 183,283: ends an infilling or accompaniment prompt
+
+# --- anticipation (AMT's config.DELTA and ops.pad) ----------------------------------
+DELTA_SECONDS = 5  # AMT's anticipation interval
+DELTA = DELTA_SECONDS * TIME_RESOLUTION  # 500 ticks: a control enters the sequence this long before its time
+PAD_DENSITY = TIME_RESOLUTION  # AMT pads events with REST triplets so that one comes at least every second
 
 # --- what the model was trained on ---------------------------------------------------
 SYSTEM_PROMPT = "You are a world-class composer. Please compose some music according to the following description: "
