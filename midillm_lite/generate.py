@@ -373,10 +373,9 @@ def _check_modes(continuation: Continuation | None, anticipation: Anticipation |
     if anticipation is None:
         return
     if continuation is not None:
-        raise UserError("continue a piece or fill in/accompany one, not both (", Opt("continuation"), ", ",
-                        Opt("anticipation"), ")")  # fmt: skip
+        raise UserError("continue a piece (", Opt("continuation"), ") or fill in or accompany one, not both")
     if seconds is not None:
-        raise UserError("with ", Opt("anticipation"), " the span's end ends the music; leave out ", Opt("seconds"))
+        raise UserError("when filling in or accompanying, the span's end ends the music: leave out ", Opt("seconds"))
 
 
 def _anticipation_state(anticipation: Anticipation | None) -> NoteState | None:

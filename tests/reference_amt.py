@@ -93,3 +93,87 @@ def midi_to_notes(midi: mido.MidiFile) -> list[tuple[int, int, int, int]]:
                 index, started = sounding[key].pop(0)
                 notes[index][1] = round(REF_TIME_RESOLUTION * (now - started))
     return [(on, REF_TIME_RESOLUTION // 4 if d == -1 else min(d, 999), i, p) for on, d, i, p in notes]
+
+
+# --- anticipation (anticipation/ops.py, tokenize.py, sample.py) ---------------------------------------------------
+# The reference's infilling semantics on token lists, restated for the tests of amt/anticipation.py: ops.pad,
+# ops.anticipate, ops.clip (inclusive at both ends, in ticks), tokenize.extract_instruments, and the token sequence
+# sample.generate builds when its "model" is a script of triplets.
+REF_ATIME_OFFSET = REF_CONTROL_OFFSET
+REF_DELTA = 5 * REF_TIME_RESOLUTION
+
+
+def ref_pad(tokens: list[int], end_time: int, density: int = REF_TIME_RESOLUTION) -> list[int]:
+    out, previous = [], 0
+    for time, dur, note in zip(tokens[0::3], tokens[1::3], tokens[2::3], strict=True):
+        assert note < REF_CONTROL_OFFSET
+        while time > previous + density:
+            out.extend([previous + density, REF_DUR_OFFSET, REF_REST])
+            previous += density
+        out.extend([time, dur, note])
+        previous = time
+    while end_time > previous + density:
+        out.extend([previous + density, REF_DUR_OFFSET, REF_REST])
+        previous += density
+    return out
+
+
+def ref_anticipate(events: list[int], controls: list[int], delta: int = REF_DELTA) -> tuple[list[int], list[int]]:
+    if not controls:
+        return list(events), []
+    tokens, event_time = [], 0
+    control_time = controls[0] - REF_ATIME_OFFSET
+    for time, dur, note in zip(events[0::3], events[1::3], events[2::3], strict=True):
+        while event_time >= control_time - delta:
+            tokens.extend(controls[0:3])
+            controls = controls[3:]
+            control_time = controls[0] - REF_ATIME_OFFSET if controls else float("inf")
+        assert note < REF_CONTROL_OFFSET
+        event_time = time
+        tokens.extend([time, dur, note])
+    return tokens, controls
+
+
+def ref_clip(tokens: list[int], start: int, end: int) -> list[int]:
+    """Triplets whose time is in [start, end] (ticks), durations untouched (clip_duration=False)."""
+    out = []
+    for time, dur, note in zip(tokens[0::3], tokens[1::3], tokens[2::3], strict=True):
+        this = time - REF_ATIME_OFFSET if note >= REF_CONTROL_OFFSET else time
+        if start <= this <= end:
+            out.extend([time, dur, note])
+    return out
+
+
+def ref_extract_instruments(events: list[int], instruments: set[int]) -> tuple[list[int], list[int]]:
+    kept_events, controls = [], []
+    for time, dur, note in zip(events[0::3], events[1::3], events[2::3], strict=True):
+        if (note - REF_NOTE_OFFSET) // 128 in instruments:
+            controls.extend([REF_CONTROL_OFFSET + time, REF_CONTROL_OFFSET + dur, REF_CONTROL_OFFSET + note])
+        else:
+            kept_events.extend([time, dur, note])
+    return kept_events, controls
+
+
+def ref_sort(tokens: list[int]) -> list[int]:
+    triplets = [tokens[i : i + 3] for i in range(0, len(tokens), 3)]
+    return [t for triplet in sorted(triplets, key=lambda t: t[0]) for t in triplet]
+
+
+def ref_generate(history: list[int], controls: list[int], start: int, end: int, script: list[list[int]],
+                 delta: int = REF_DELTA) -> list[int]:  # fmt: skip
+    """The tokens after ANTICIPATE that sample.generate builds (history: events before `start`, controls sorted),
+    with `script` standing in for add_token: its triplets come out in order until one reaches `end`."""
+    prompt = ref_pad(history, start)
+    tokens, controls = ref_anticipate(prompt, controls, delta)
+    current = max(prompt[0::3], default=0)
+    script = list(script)
+    while True:
+        while controls and current >= controls[0] - REF_ATIME_OFFSET - delta:
+            tokens.extend(controls[0:3])
+            controls = controls[3:]
+        new = script.pop(0)
+        if new[0] >= end:
+            return tokens
+        assert new[0] >= max(start, current), "the script must respect future_logits"
+        tokens.extend(new)
+        current = new[0]

@@ -268,7 +268,7 @@ def prepare_infill(path: str | os.PathLike[str], *, from_seconds: float, to_seco
 def prepare_accompaniment(
     path: str | os.PathLike[str],
     *,
-    keep_instruments: frozenset[int] | None = None,
+    keep_instruments: Iterable[int | frozenset[int]] | None = None,
     keep_tracks: Iterable[int] | None = None,
     from_seconds: float | None = None,
     to_seconds: float | None = None,
@@ -276,7 +276,8 @@ def prepare_accompaniment(
     """Write new parts around the kept instruments or tracks (default: everything) of the piece at `path`.
 
     The span defaults to the whole piece: from 0 to the end of its last kept note, at most MAX_SPAN_SECONDS
-    (a warning then says where to go on from). Outside the span, the piece stays as it is.
+    (a warning then says where to go on from). Outside the span, the piece stays as it is. An entry of
+    `keep_instruments` is an AMT instrument or a group of them (a GM family): each must play in the file.
     """
     if keep_instruments is not None and keep_tracks is not None:
         raise UserError("give the instruments or the tracks to keep, not both (", Opt("keep_instruments"), ", ",
@@ -287,9 +288,10 @@ def prepare_accompaniment(
         keep = subset_mask(notes, track_notes)
     else:
         notes = read_midi(path).notes
-        if keep_instruments is not None:
-            _check_present(path, keep_instruments, frozenset(n.instrument for n in notes))
-        keep = [True] * len(notes) if keep_instruments is None else instrument_mask(notes, keep_instruments)
+        if keep_instruments is None:
+            keep = [True] * len(notes)
+        else:
+            keep = instrument_mask(notes, _present(path, keep_instruments, {n.instrument for n in notes}))
     if not notes:
         raise UserError(f"{path} has no notes to accompany")
     start = 0 if from_seconds is None else _ticks("from_seconds", from_seconds)
@@ -312,12 +314,23 @@ def prepare_accompaniment(
     return anticipation
 
 
-def _check_present(path, wanted: frozenset[int], present: frozenset[int]) -> None:
-    missing = sorted(wanted - present)
-    present = sorted(present)
-    if missing:
-        names = ", ".join(f"{gm.instrument_name(i)} ({'drums' if i == DRUM_INSTRUMENT else i})" for i in present)
-        raise UserError(f"{path} has no {gm.instrument_name(missing[0])}; its instruments are: {names}")
+def _present(path, entries: Iterable[int | frozenset[int]], present: set[int]) -> frozenset[int]:
+    """The kept instruments that play in the file; an entry none of whose instruments plays is a UserError."""
+    kept: set[int] = set()
+    for entry in entries:
+        group = frozenset({entry}) if isinstance(entry, int) else frozenset(entry)
+        if not group & present:
+            names = ", ".join(f"{gm.instrument_name(i)} ({'drums' if i == DRUM_INSTRUMENT else i})"
+                              for i in sorted(present))  # fmt: skip
+            what = gm.instrument_name(min(group)) if len(group) == 1 else "instrument of " + _family(group)
+            raise UserError(f"{path} has no {what}; its instruments are: {names}")
+        kept |= group & present
+    return frozenset(kept)
+
+
+def _family(group: frozenset[int]) -> str:
+    families = {gm.family(i) for i in group if i != DRUM_INSTRUMENT}
+    return gm.FAMILY_NAMES[families.pop()] if len(families) == 1 else "those named"
 
 
 def _ticks(option: str, seconds: float) -> int:

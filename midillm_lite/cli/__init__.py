@@ -27,7 +27,7 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not the user's doing
 
 
 # Library keywords whose flag is not simply `--` + the name with dashes.
-_FLAGS = {"n": "--n-outputs", "from_seconds": "--from", "continuation": "--continue"}
+_FLAGS = {"n": "--n-outputs", "from_seconds": "--from", "to_seconds": "--to", "continuation": "--continue"}
 
 
 def flag(option: Opt) -> str:

@@ -27,6 +27,14 @@ from ..outputs import (
 from ..promptfile import PromptLine, new_run_seed, prompt_seed, read_prompt_file
 from ..sampling import MAX_SIMULTANEOUS_NOTES
 from . import InterruptGate, app, echo_or_note
+from .anticipation_args import (
+    AccompanyOption,
+    InfillOption,
+    KeepInstrumentsOption,
+    KeepTracksOption,
+    ToOption,
+    prepare_sources,
+)
 from .params import (
     GPU_LAYERS,
     INPUT_SECONDS,
@@ -172,9 +180,15 @@ def gen_command(
         typer.Option(
             "--from",
             parser=parser(INPUT_SECONDS),
-            help=f"With --continue: cut the piece here (seconds, {INPUT_SECONDS.describe()}) and continue from it.",
+            help=f"With --continue: cut the piece here (seconds, {INPUT_SECONDS.describe()}) and continue from it. "
+            "With --infill or --accompany: where the span starts.",
         ),
     ] = None,
+    infill: InfillOption = None,
+    accompany: AccompanyOption = None,
+    to_seconds: ToOption = None,
+    keep_instruments: KeepInstrumentsOption = None,
+    keep_tracks: KeepTracksOption = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Write into a non-empty --out folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print each generation's stats as one JSON line.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display; errors only.")] = False,
@@ -233,7 +247,6 @@ def gen_command(
     ] = None,
 ) -> None:
     """Generate MIDI files from a text description (several outputs at once, offline)."""
-    from ..amt.continuation import prepare_continuation
     from ..generate import Generator, check_settings, setting_warnings
 
     root = out or DEFAULT_ROOT
@@ -243,10 +256,10 @@ def gen_command(
     )  # fmt: skip
     # Every check that needs no model runs first: a bad argument must not cost a model load.
     check_settings(prompt, **{k: v for k, v in settings.items() if k not in ("seed", "strict")})
-    if from_seconds is not None and continue_from is None:
-        raise UserError("--from needs --continue FILE.mid")
-    continuation = prepare_continuation(continue_from, from_seconds=from_seconds) if continue_from else None
-    settings["continuation"] = continuation
+    settings["continuation"], settings["anticipation"] = prepare_sources(
+        continue_from=continue_from, infill=infill, accompany=accompany, from_seconds=from_seconds,
+        to_seconds=to_seconds, keep_instruments=keep_instruments, keep_tracks=keep_tracks, seconds=seconds,
+    )  # fmt: skip
     controls = ControlFlags.parse(tempo=tempo, meter=meter, instruments=instruments, key=key, dynamics=dynamics)
     talk = not quiet and not as_json
     if not quiet and temperature is not None:
