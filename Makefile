@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.midillm-installed
 
-.PHONY: install test check lint load bench bench-convert bench-layout bench-threads fuzz clean demo demo-data demo-model
+.PHONY: install test check lint load bench bench-convert bench-layout bench-threads fuzz clean demo demo-infill demo-data demo-model
 
 install: $(STAMP)
 
@@ -82,6 +82,17 @@ bench-layout: $(STAMP)
 DEMO_PROMPT ?= A gentle piece for solo piano.
 demo: $(STAMP)
 	$(VENV)/bin/midillm-lite gen "$(DEMO_PROMPT)" --model midillm-demo-q8_0 -n 4 --seconds 90
+
+# `make demo-infill`: `make demo`'s second step. Re-writes 20-35 s of the newest output under ./midillm-out/ (running
+# `make demo` first when there is none), keeping every other note; gen prints where the files are. The demo model
+# never saw controls in training, so this shows the mechanics (kept notes untouched, new ones inside the span), not
+# music that leads into what follows (README, "Infilling and accompaniment").
+DEMO_SPAN ?= --from 20 --to 35
+demo-infill: $(STAMP)
+	@src=$$(ls -t midillm-out/*/gen_*.mid 2>/dev/null | head -n 1); \
+	if [ -z "$$src" ]; then $(MAKE) demo && src=$$(ls -t midillm-out/*/gen_*.mid | head -n 1); fi; \
+	echo "re-writing $(DEMO_SPAN) of $$src"; \
+	$(VENV)/bin/midillm-lite gen "$(DEMO_PROMPT)" --model midillm-demo-q8_0 -n 2 --infill "$$src" $(DEMO_SPAN)
 
 # Training needs torch, music21 and matplotlib: the [train] extra, installed only for these targets.
 TRAIN_STAMP := $(VENV)/.midillm-train-installed
