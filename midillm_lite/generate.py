@@ -80,6 +80,7 @@ class Output:
         return self.failed is None and self.rejected is None
 
     degenerate: str | None = None  # why this is not music from a working model (NaN logits, one note repeated)
+    new_notes: int | None = None  # infilling/accompaniment: the notes written into the span (the rest are kept)
 
 
 @dataclass
@@ -159,6 +160,7 @@ class GenerationResult:
                     "failed": o.failed,
                     "rejected": o.rejected,
                     "degenerate": o.degenerate,
+                    **({} if o.new_notes is None else {"new_notes": o.new_notes}),
                     **o.summary.to_dict(),
                 }
                 for o in self.outputs
@@ -490,8 +492,11 @@ def _make_output(
     midi, summary = decoded_to_midi(decoded, notes=notes, grid=grid)
     failed = _failure(decoded, len(tokens))
     rejected = None if failed else _rejection(decoded)
-    return Output(seq + 1, tokens, midi, summary, partial=partial, rejected=rejected, failed=failed,
-                  generated=len(generated), trimmed=trimmed)  # fmt: skip
+    output = Output(seq + 1, tokens, midi, summary, partial=partial, rejected=rejected, failed=failed,
+                    generated=len(generated), trimmed=trimmed)  # fmt: skip
+    if anticipation is not None:
+        output.new_notes = len(notes) - len(anticipation.kept)
+    return output
 
 
 def _failure(decoded: Decoded, n_tokens: int) -> str | None:

@@ -179,6 +179,8 @@ def test_infill_plan_on_real_music(music):
     tokens = plan.prefix + plan.pending
     assert len(tokens) % 3 == 0 and all(0 <= t < ops.CONTROL_END for t in tokens)
     assert all(ops.control_time_ticks(t) < plan.end_relative + DELTA for t in tokens[::3] if ops.is_control(t))
+    ahead = [n for n in notes if 2000 <= n.onset < 2000 + DELTA]
+    assert plan.to_dict()["controls"] == len(ahead) and plan.to_dict()["history_notes"] == plan.history_notes
 
 
 @pytest.mark.parametrize(("start", "end"), [(150, 165), (0, 10), (250, 280), (100, 195)])
@@ -271,3 +273,18 @@ def test_control_token_helpers():
     assert not ops.is_control_time(ops.as_control(DUR_OFFSET))
     with pytest.raises(AssertionError):
         ops.as_control(REF_CONTROL_OFFSET)
+
+
+def test_sampling_starts_at_the_span_and_counts_kept_instruments():
+    from midillm_lite.generate import _anticipation_state
+    from midillm_lite.sampling import allowed_ranges
+
+    notes = read_midi(DATA / "strawberry.mid").notes  # 12 melodic instruments and drums
+    plan = A.plan(notes, 15_000, 16_500)
+    state = _anticipation_state(plan).extend(plan.prefix)
+    assert state.last_onset == plan.start_relative and state.drums
+    assert state.instruments == {n.instrument for n in notes if n.instrument != 128}
+    state.instruments |= {100, 101, 102}  # three new ones fill MIDI's 15 melodic channels
+    state.position = 2  # the note slot: only instruments already playing, and drums
+    allowed = {ops.instrument_of(t) for lo, hi in allowed_ranges(state) for t in range(lo, hi)}
+    assert allowed == state.instruments | {128}

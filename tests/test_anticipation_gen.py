@@ -89,6 +89,7 @@ def test_infill_keeps_every_note_and_writes_inside_the_span(generator):
         assert all(15_000 <= n.onset < 16_500 for n in new)
         inserted = [t for t in output.tokens if ops.is_control(t)]
         assert len(inserted) % 3 == 0
+        assert output.new_notes == sum(new.values())
     again = generator.generate("a pop song", n=3, seed=11, max_tokens=240, anticipation=plan)
     assert [o.tokens for o in again.outputs] == [o.tokens for o in result.outputs]
     stats = result.stats()["anticipation"]

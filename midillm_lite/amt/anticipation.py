@@ -210,7 +210,7 @@ class Anticipation:
             "delta_seconds": self.delta / TIME_RESOLUTION,
             "window_start_seconds": self.window_start / TIME_RESOLUTION,
             "history_notes": self.history_notes,
-            "controls": (len(self.prefix) + len(self.pending)) // TOKENS_PER_NOTE - self.history_notes,
+            "controls": sum(map(ops.is_control, self.prefix + self.pending)) // TOKENS_PER_NOTE,
             "kept_notes": len(self.kept),
         }
 
