@@ -140,7 +140,7 @@ def new_notes_strategy(notes: list[Note], start: int, end: int):
     return st.lists(st.one_of(near, anywhere), max_size=120)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(data=st.data())
 def test_kept_notes_read_back_unchanged(music, data):
     """Kept + new notes written to MIDI and read back: every kept note exactly as read from the file (100%)."""
