@@ -235,6 +235,7 @@ def _pictures(result: GenerationResult, saved: SavedGeneration, *, title: str) -
     """gen_i.png beside each gen_i.mid (after the MIDI files exist: a drawing problem never costs music)."""
     from .pianoroll import PNG_SUFFIX, plot_midi
 
+    span = None if result.anticipation is None else (result.anticipation.start, result.anticipation.end)
     for output, path, entry in zip(result.outputs, saved.midi_paths, saved.stats["outputs"], strict=True):
         if path is not None:  # None: its MIDI could not be written (reported by the caller)
-            entry["png"] = str(plot_midi(output.midi, path.with_suffix(PNG_SUFFIX), title=title))
+            entry["png"] = str(plot_midi(output.midi, path.with_suffix(PNG_SUFFIX), title=title, span=span))

@@ -47,6 +47,7 @@ OCTAVE = 12
 MIDDLE_C_OCTAVE = -1  # MIDI 60 is C4
 BACKGROUND = (255, 255, 255)
 PANEL = (248, 248, 250)
+SPAN = (255, 244, 214)  # behind the span that infilling or accompaniment wrote: where the new notes are
 GRID_LINE = (215, 218, 224)
 BAR_LINE = (170, 176, 190)
 TEXT = (30, 30, 30)
@@ -66,8 +67,10 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def draw_pianoroll(notes: Sequence[Note], *, grid: Grid | None = None, title: str = "") -> Image.Image:
-    """The piano roll of notes (AMT units) as an RGB image."""
+def draw_pianoroll(
+    notes: Sequence[Note], *, grid: Grid | None = None, title: str = "", span: tuple[int, int] | None = None
+) -> Image.Image:
+    """The piano roll of notes (AMT units) as an RGB image; `span` (ticks) is shaded behind the notes."""
     melodic = [n for n in notes if n.instrument != DRUM_INSTRUMENT]
     drums = [n for n in notes if n.instrument == DRUM_INSTRUMENT]
     low, high = _pitch_span(melodic)
@@ -98,6 +101,8 @@ def draw_pianoroll(notes: Sequence[Note], *, grid: Grid | None = None, title: st
     if drums_h:
         draw.rectangle([MARGIN_LEFT, drums_top, MARGIN_LEFT + plot_w, bottom - 1], fill=PANEL)
         draw.text((MARGIN_LEFT - 6, (drums_top + bottom) / 2), "Drums", fill=TEXT, font=font, anchor="rm")
+    if span is not None:
+        draw.rectangle([x_of(span[0]), MARGIN_TOP, min(x_of(span[1]), MARGIN_LEFT + plot_w), bottom - 1], fill=SPAN)
     _bar_lines(draw, grid, seconds, x_of, MARGIN_TOP, bottom)
     colours = _colours(notes)
     for n in melodic:
@@ -188,22 +193,30 @@ def save_pianoroll(
     grid: Grid | None = None,
     title: str = "",
     force: bool = True,
+    span: tuple[int, int] | None = None,
 ) -> Path:
     """Draw and write a PNG atomically (never half-written under its final name)."""
     path = Path(path)
-    image = draw_pianoroll(notes, grid=grid, title=title)
+    image = draw_pianoroll(notes, grid=grid, title=title, span=span)
     with atomic_path(path, force=force) as tmp:
         image.save(tmp, format="PNG", optimize=True)
     return path
 
 
-def plot_midi(midi: mido.MidiFile, path: str | os.PathLike[str], *, title: str = "", force: bool = True) -> Path:
+def plot_midi(
+    midi: mido.MidiFile,
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    force: bool = True,
+    span: tuple[int, int] | None = None,
+) -> Path:
     """The piano roll of a MIDI file in memory (e.g. gen's output), with bar lines when it states one tempo."""
     try:
         notes = midi_to_notes(midi).notes
     except Exception as exc:  # a file mido parsed but cannot play back (a broken tempo, ...)
         raise UserError(f"{title or 'the MIDI file'} cannot be read for a piano roll ({type(exc).__name__})") from exc
-    return save_pianoroll(notes, path, grid=grid_of(midi), title=title, force=force)
+    return save_pianoroll(notes, path, grid=grid_of(midi), title=title, force=force, span=span)
 
 
 def grid_of(midi: mido.MidiFile) -> Grid | None:

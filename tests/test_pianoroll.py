@@ -15,7 +15,7 @@ from midillm_lite.amt.codec import Note
 from midillm_lite.amt.grid import Grid
 from midillm_lite.amt.midi import notes_to_midi
 from midillm_lite.amt.vocab import DRUM_INSTRUMENT
-from midillm_lite.pianoroll import MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, PALETTE, WIDTH, draw_pianoroll
+from midillm_lite.pianoroll import MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, PALETTE, SPAN, WIDTH, draw_pianoroll
 
 DATA = Path(__file__).parent / "data"
 
@@ -55,6 +55,15 @@ def test_bar_lines_only_with_a_grid():
     assert len(pixels_of(draw_pianoroll(notes), bar)) == 0
     with_grid = pixels_of(draw_pianoroll(notes, grid=Grid(120, (4, 4))), bar)  # 8 s: bars at 0, 2, 4, 6, 8 s
     assert len({*with_grid[:, 1].tolist()}) == 5
+
+
+def test_the_rewritten_span_is_shaded_behind_the_notes():
+    notes = [Note(0, 1000, 0, 60)]  # 10 s
+    shade = pixels_of(draw_pianoroll(notes, span=(200, 500)), SPAN)
+    plot_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT
+    assert shade[:, 1].min() == pytest.approx(MARGIN_LEFT + plot_w * 0.2, abs=1)
+    assert shade[:, 1].max() == pytest.approx(MARGIN_LEFT + plot_w * 0.5, abs=1)
+    assert len(pixels_of(draw_pianoroll(notes), SPAN)) == 0
 
 
 @pytest.mark.parametrize("notes", [[], [Note(0, 60_000, 0, 60)], [Note(0, 0, DRUM_INSTRUMENT, 36)]],
