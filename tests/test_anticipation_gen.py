@@ -131,6 +131,16 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, c
     assert not out.exists()
 
 
+def test_cli_infill_is_not_for_a_cluster(tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a pop song\n")
+    args = ["gen", "--prompts-file", str(prompts), "--cluster", "ray", "--infill", str(SONG), "--from", "20", "--to",
+            "30", "-o", str(tmp_path / "out")]  # fmt: skip
+    code, _, stderr = run_cli(args, capsys)
+    assert code != 0 and "--infill and --accompany go with one PROMPT, not with --cluster" in stderr, stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_infill_end_to_end(tiny_gguf, tmp_path, capsys):
     out = tmp_path / "infill"
     args = ["gen", "a pop song", "--model", str(tiny_gguf()), "--infill", str(SONG), "--from", "150", "--to", "160",

@@ -34,6 +34,8 @@ def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | Non
         raise UserError("--cluster needs --out FOLDER: a run resumes from what that folder holds")
     if settings.get("continuation") is not None:
         raise UserError("--continue goes with one PROMPT, not with --cluster")
+    if settings.get("anticipation") is not None:
+        raise UserError("--infill and --accompany go with one PROMPT, not with --cluster")
     require_ray()
     if spec.address is not None:
         check_reachable(spec.address)  # before OUT is touched: a typo in the address leaves nothing behind
@@ -42,7 +44,7 @@ def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | Non
         from .gen_cmds import _line_list, _warn_replaced
 
         _warn_replaced(f"{prompts_file} {_line_list(prompts.replaced)}")
-    run_settings = {k: v for k, v in settings.items() if k not in ("seed", "continuation")}
+    run_settings = {k: v for k, v in settings.items() if k not in ("seed", "continuation", "anticipation")}
     # Everything that shapes the music, for a resumed run to match: every control field, whatever gets added later.
     flags = {f.name: getattr(controls, f.name) for f in fields(controls)}
     flags = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in flags.items()}
