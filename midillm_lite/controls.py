@@ -53,6 +53,17 @@ def parse_instruments(text: str) -> frozenset[int]:
     return frozenset(chosen)
 
 
+def parse_instrument_groups(text: str, option: str = "keep_instruments") -> list[frozenset[int]]:
+    """A comma-separated list as the instruments each entry names (a family names eight); errors name `option`."""
+    try:
+        groups = [instrument_word(word) for word in text.split(",") if word.strip()]
+    except UserError as exc:
+        raise UserError(*(Opt(option) if p == Opt("instruments") else p for p in exc.parts)) from None
+    if not groups:
+        raise UserError(Opt(option), f" names no instrument: {text!r}")
+    return groups
+
+
 def instrument_word(word: str) -> frozenset[int]:
     """One entry of an instrument list; plurals ('violins', 'strings') read as their singular too."""
     name = _normal(word)

@@ -111,6 +111,20 @@ def test_continue_an_uploaded_midi(server, tmp_path: Path) -> None:
     assert len(notes) >= 4  # the cut piece (notes before 2 s) is in the output
 
 
+def test_infill_an_uploaded_midi(server) -> None:
+    piece = (Path(__file__).parent / "data" / "strawberry.mid").read_bytes()
+    fields = {"prompt": "A pop song.", "max_tokens": "60", "mode": "infill", "from_seconds": "150", "to_seconds": "160"}
+    body, kind = _multipart(fields, piece)
+    status, _, raw = call(server, "POST", "/v1/generations", body, {"Content-Type": kind})
+    assert status == 202, raw
+    final = wait_final(server, json.loads(raw)["id"])
+    assert final["status"] == "done", final
+    assert final["request"]["mode"] == "infill" and final["outputs"][0]["new_notes"] is not None
+    out = [f for f in final["files"] if f["kind"] == "midi"]
+    notes = [m for t in load_serve.read_midi(server, out[0]["url"]).tracks for m in t if m.type == "note_on"]
+    assert len(notes) >= 2700  # the kept piece is in the output
+
+
 def _multipart(fields: dict[str, str], midi: bytes) -> tuple[bytes, str]:
     boundary = "midillmtestboundary"
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in

@@ -70,6 +70,10 @@ def test_form_and_json_give_the_same_request() -> None:
         ({"prompt": "ok", "n": 2.5}, "n must be an integer"),
         ({"prompt": "ok", "top_p": 2}, "top_p"),
         ({"prompt": "ok", "from_seconds": 3}, "from_seconds needs a MIDI file"),
+        ({"prompt": "ok", "mode": "infill", "to_seconds": 2}, "mode infill needs a MIDI file"),
+        ({"prompt": "ok", "mode": "remix"}, "mode must be one of continue, infill, accompany"),
+        ({"prompt": "ok", "to_seconds": 3}, "to_seconds goes with mode infill or accompany"),
+        ({"prompt": "ok", "keep_tracks": "1"}, "keep_tracks goes with mode infill or accompany"),
         ({"prompt": "ok", "meter": "banana"}, "meter"),
         ({"prompt": "ok", "max_token": 30}, "unknown field 'max_token'"),
         ({"n": 1}, "prompt is missing"),
@@ -79,6 +83,24 @@ def test_form_and_json_give_the_same_request() -> None:
 def test_a_bad_field_is_named(fields: dict, names: str) -> None:
     with pytest.raises(UserError, match=names):
         parse_request(fields, form=False)
+
+
+@pytest.mark.parametrize(
+    ("fields", "names"),
+    [
+        ({"mode": "infill", "from_seconds": 1}, "mode infill needs from_seconds and to_seconds"),
+        ({"mode": "infill", "from_seconds": 1, "to_seconds": 2, "seconds": 5}, "leave out seconds"),
+        ({"mode": "infill", "from_seconds": 1, "to_seconds": 2, "keep_tracks": "1"}, "go with mode accompany"),
+        ({"mode": "accompany", "keep_instruments": "banjoo"}, "keep_instruments: unknown instrument"),
+        ({"mode": "accompany", "keep_tracks": "one"}, "keep_tracks takes track numbers"),
+        ({"mode": "accompany", "to_seconds": -1}, "to_seconds must be"),
+    ],
+)
+def test_infill_and_accompany_fields_are_checked(fields: dict, names: str) -> None:
+    with pytest.raises(UserError, match=names):
+        parse_request({"prompt": "ok", **fields}, form=False, has_midi=True)
+    assert parse_request({"prompt": "ok", "mode": "accompany", "keep_instruments": "piano,73"}, form=False,
+                         has_midi=True).keep_instruments == "piano,73"  # fmt: skip
 
 
 # --- the files offered --------------------------------------------------------------------------------------------

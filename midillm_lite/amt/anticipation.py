@@ -314,6 +314,14 @@ def prepare_accompaniment(
     return anticipation
 
 
+def parse_tracks(text: str) -> list[int]:
+    """A comma-separated list of track numbers (from 0, as stored)."""
+    words = [word.strip() for word in text.split(",") if word.strip()]
+    if not words or not all(word.isdigit() for word in words):
+        raise UserError(Opt("keep_tracks"), f" takes track numbers from 0, like 1,3, not {text!r}")
+    return [int(word) for word in words]
+
+
 def _present(path, entries: Iterable[int | frozenset[int]], present: set[int]) -> frozenset[int]:
     """The kept instruments that play in the file; an entry none of whose instruments plays is a UserError."""
     kept: set[int] = set()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..errors import Opt, UserError
+from ..errors import UserError
 from .params import INPUT_SECONDS, parser
 
 if TYPE_CHECKING:
@@ -81,24 +81,12 @@ def prepare_sources(
 
 
 def _instruments(text: str | None) -> list[frozenset[int]] | None:
-    """Each entry of the list as the instruments it names (a family names eight); errors name this option."""
-    from ..controls import instrument_word
+    from ..controls import parse_instrument_groups
 
-    if text is None:
-        return None
-    try:
-        entries = [instrument_word(word) for word in text.split(",") if word.strip()]
-    except UserError as exc:
-        raise UserError(*(Opt("keep_instruments") if p == Opt("instruments") else p for p in exc.parts)) from None
-    if not entries:
-        raise UserError(Opt("keep_instruments"), f" names no instrument: {text!r}")
-    return entries
+    return None if text is None else parse_instrument_groups(text)
 
 
 def _tracks(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    words = [word.strip() for word in text.split(",") if word.strip()]
-    if not words or not all(word.isdigit() for word in words):
-        raise UserError(Opt("keep_tracks"), f" takes track numbers from 0, like 1,3, not {text!r}")
-    return [int(word) for word in words]
+    from ..amt.anticipation import parse_tracks
+
+    return None if text is None else parse_tracks(text)

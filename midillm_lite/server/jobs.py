@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..amt.continuation import Continuation, prepare_continuation
+from ..amt.anticipation import Anticipation
+from ..amt.continuation import Continuation
 from ..errors import UserError
 from ..fsutil import atomic_write_bytes, atomic_write_text
 from ..outputs import STATS_NAME, new_output_dir, save_generation
 from .files import INPUT_NAME
-from .request import GenerationRequest
+from .request import GenerationRequest, prepare_midi_mode
 from .runner import Runner
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
     spec: GenerationRequest | None = field(default=None, repr=False)  # None for jobs read back from disk
     continuation: Continuation | None = field(default=None, repr=False)
+    anticipation: Anticipation | None = field(default=None, repr=False)  # mode infill or accompany
 
     @property
     def done(self) -> bool:
@@ -132,7 +134,8 @@ class JobStore:
             if midi is not None:
                 path = folder / INPUT_NAME
                 atomic_write_bytes(path, midi)
-                job.continuation = prepare_continuation(path, from_seconds=request.from_seconds)
+                source = prepare_midi_mode(request, path)
+                job.continuation, job.anticipation = source.get("continuation"), source.get("anticipation")
             job.record()
             with self._lock:
                 self._check_room()  # checked again: others may have come in meanwhile
@@ -199,7 +202,8 @@ class JobStore:
             controls = spec.controls().for_prompt(spec.prompt)
             result = self.runner.generate(
                 controls.model_prompt, cancel=job.cancel, on_step=job.on_step, continuation=job.continuation,
-                instruments=controls.instruments, grid=controls.grid, **spec.settings(),
+                anticipation=job.anticipation, instruments=controls.instruments, grid=controls.grid,
+                **spec.settings(),
             )  # fmt: skip
             saved = save_generation(job.folder, result, spec.prompt, controls=controls.to_dict())
             job.stats = saved.stats

@@ -34,7 +34,26 @@ _FIELDS: dict[str, Any] = {
         "type": ["number", "null"],
         "minimum": 0,
         "maximum": MAX_INPUT_SECONDS,
-        "description": "With a MIDI upload: continue from this time instead of its end.",
+        "description": "With a MIDI upload: continue from this time instead of its end; with mode infill or "
+        "accompany, where the span starts.",
+    },
+    "mode": {
+        "type": ["string", "null"],
+        "enum": ["continue", "infill", "accompany", None],
+        "description": "What to do with the MIDI upload: continue it (the default), infill (rewrite from_seconds.."
+        "to_seconds, keeping every other note) or accompany (new parts around the kept ones), as gen --continue, "
+        "--infill, --accompany.",
+    },
+    "to_seconds": {
+        "type": ["number", "null"],
+        "minimum": 0,
+        "maximum": MAX_INPUT_SECONDS,
+        "description": "With mode infill or accompany: where the span ends (as gen --to).",
+    },
+    "keep_instruments": {"type": ["string", "null"], "description": "With mode accompany: as gen --keep-instruments."},
+    "keep_tracks": {
+        "type": ["string", "null"],
+        "description": "With mode accompany: as gen --keep-tracks, e.g. '1,2'.",
     },
     "tempo": {"type": ["string", "null"], "description": "As gen --tempo, e.g. '100' (BPM)."},
     "meter": {"type": ["string", "null"], "description": "As gen --meter, e.g. '3/4'."},
@@ -58,7 +77,7 @@ def schema() -> dict[str, Any]:
     upload = {
         "type": "string",
         "contentMediaType": "audio/midi",
-        "description": f"A piece to continue (at most {MAX_MIDI_BYTES} bytes).",
+        "description": f"A piece to continue, fill in or accompany (at most {MAX_MIDI_BYTES} bytes; see mode).",
     }
     form = {"type": "object", "properties": {**_FIELDS, "midi": upload}, "required": ["prompt"]}
     return {

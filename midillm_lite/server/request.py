@@ -10,7 +10,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..controls import ControlFlags
+from ..amt.anticipation import MODE_ACCOMPANY, MODE_INFILL, parse_tracks, prepare_accompaniment, prepare_infill
+from ..amt.continuation import prepare_continuation
+from ..controls import ControlFlags, parse_instrument_groups
 from ..errors import UserError, check_range
 from ..generate import check_settings
 from ..limits import (
@@ -37,6 +39,10 @@ FIELDS: dict[str, type] = {
     "seconds": float,
     "strict": bool,
     "from_seconds": float,
+    "mode": str,
+    "to_seconds": float,
+    "keep_instruments": str,
+    "keep_tracks": str,
     "tempo": str,
     "meter": str,
     "instruments": str,
@@ -59,6 +65,10 @@ class GenerationRequest:
     seconds: float | None = None
     strict: bool = True
     from_seconds: float | None = None
+    mode: str | None = None  # what to do with the MIDI file: continue (the default), infill or accompany
+    to_seconds: float | None = None
+    keep_instruments: str | None = None
+    keep_tracks: str | None = None
     tempo: str | None = None
     meter: str | None = None
     instruments: str | None = None
@@ -162,8 +172,54 @@ def _check(request: GenerationRequest) -> None:
         if not request.continue_midi:
             raise UserError("from_seconds needs a MIDI file to continue (the multipart field 'midi')")
         check_range("from_seconds", request.from_seconds, 0, MAX_INPUT_SECONDS)
+    _check_midi_mode(request)
     if request.temperature is not None and not math.isfinite(request.temperature):
         raise UserError(f"temperature must be a finite number, not {request.temperature!r}")
     check_settings(request.prompt, n=request.n, temperature=request.temperature, top_p=request.top_p,
                    top_k=request.top_k, max_tokens=request.max_tokens, seconds=request.seconds)  # fmt: skip
     request.controls()  # tempo, meter, instruments and key parse, or a UserError naming the one that does not
+
+
+MIDI_MODES = ("continue", MODE_INFILL, MODE_ACCOMPANY)
+
+
+def _check_midi_mode(request: GenerationRequest) -> None:
+    """mode, to_seconds and the parts to keep: what `gen --infill/--accompany` checks, in the API's field names."""
+    if request.mode is not None and request.mode not in MIDI_MODES:
+        raise UserError(f"mode must be one of {', '.join(MIDI_MODES)}, not {_shown(request.mode)}")
+    mode = request.mode or "continue"
+    for name in ("to_seconds", "keep_instruments", "keep_tracks"):
+        if getattr(request, name) is not None and mode == "continue":
+            raise UserError(f"{name} goes with mode infill or accompany")
+    if mode == "continue":
+        return
+    if not request.continue_midi:
+        raise UserError(f"mode {mode} needs a MIDI file (the multipart field 'midi')")
+    if request.seconds is not None:
+        raise UserError(f"with mode {mode} the span's end ends the music: leave out seconds")
+    if mode == MODE_INFILL and (request.from_seconds is None or request.to_seconds is None):
+        raise UserError("mode infill needs from_seconds and to_seconds: the span to rewrite")
+    if mode == MODE_INFILL and (request.keep_instruments or request.keep_tracks):
+        raise UserError("keep_instruments and keep_tracks go with mode accompany")
+    if request.to_seconds is not None:
+        check_range("to_seconds", request.to_seconds, 0, MAX_INPUT_SECONDS)
+    if request.keep_instruments is not None:
+        parse_instrument_groups(request.keep_instruments)
+    if request.keep_tracks is not None:
+        parse_tracks(request.keep_tracks)
+
+
+def prepare_midi_mode(request: GenerationRequest, path) -> dict[str, Any]:
+    """Generator.generate's continuation or anticipation keyword for the request's MIDI file at `path`."""
+    mode = request.mode or "continue"
+    if mode == "continue":
+        return {"continuation": prepare_continuation(path, from_seconds=request.from_seconds)}
+    if mode == MODE_INFILL:
+        assert request.from_seconds is not None and request.to_seconds is not None  # _check_midi_mode
+        return {"anticipation": prepare_infill(path, from_seconds=request.from_seconds,
+                                               to_seconds=request.to_seconds)}  # fmt: skip
+    keep = None if request.keep_instruments is None else parse_instrument_groups(request.keep_instruments)
+    tracks = None if request.keep_tracks is None else parse_tracks(request.keep_tracks)
+    return {"anticipation": prepare_accompaniment(path, keep_instruments=keep, keep_tracks=tracks,
+                                                  from_seconds=request.from_seconds,
+                                                  to_seconds=request.to_seconds)}  # fmt: skip
