@@ -4,9 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.midillm-installed
 
-.PHONY: install test check lint load bench bench-convert bench-layout bench-threads fuzz clean demo demo-infill demo-data demo-model
+.PHONY: install test check lint load bench bench-audio bench-convert bench-layout bench-threads fuzz clean demo demo-infill demo-data demo-model
 
 install: $(STAMP)
+
+# The SoundFont synthesizer used where FluidSynth is not installed (midillm_lite/audio/synth.py). --no-deps: its
+# wheel requires pyaudio for live playback, which midillm-lite never uses and which has no Linux/macOS wheels.
+# Wheels: Linux x86-64, macOS arm64, Windows; elsewhere (a Raspberry Pi) pip builds it from source with the C compiler.
+TINYSOUNDFONT := tinysoundfont>=0.3.5,<0.4
 
 # The stamp depends on what shapes the environment, so editing any of them re-installs. The llama-cpp-python
 # version is pyproject.toml's pin, which the script reads (one source).
@@ -15,6 +20,7 @@ $(STAMP): pyproject.toml scripts/install-llama.sh scripts/llama-runtime-only.cma
 	$(PY) -m pip install --quiet --upgrade pip
 	scripts/install-llama.sh $(PY)
 	$(PY) -m pip install --quiet -e '.[test,cluster]'
+	$(PY) -m pip install --quiet --no-deps '$(TINYSOUNDFONT)'
 	touch $@
 
 # The whole suite, as CI runs it (.ci/run).
@@ -73,6 +79,11 @@ bench-threads: $(STAMP)
 # updates BENCHMARKS.md's "Layouts" section.
 bench-layout: $(STAMP)
 	$(PY) scripts/bench_layout.py --write --steps 128 --repeats 2 --threads 2
+
+# Audio render speed (x real time) and peak RSS for a 100 s, 16-instrument piece, per synthesizer and soundfont
+# installed here; prints BENCHMARKS.md's "Audio" table.
+bench-audio: $(STAMP)
+	$(PY) scripts/bench_audio.py
 
 # --- the bundled demo model (issue 5) -----------------------------------------------------------------------
 # `make demo`: the main job on a fresh clone: generate from the bundled demo model into ./midillm-out/.

@@ -36,3 +36,10 @@ SERVE_MAX_TOKENS = 4096  # twice the trained 2,048-token sequence: more only rep
 SERVE_MAX_QUEUE = 16  # requests waiting for the model; past this a client is told to come back (429)
 MAX_BODY_BYTES = MAX_MIDI_BYTES + 64 * 1024  # one MIDI upload plus the form's text fields
 MAX_SLOTS = MAX_OUTPUTS  # sequences decoded together across requests (the scheduler's --slots)
+
+# Audio (midillm_lite.audio): target loudness in LUFS (quieter is barely above BS.1770's -70 LUFS gate; louder cannot
+# stay clean under a -1 dBFS ceiling), and the longest piece rendered by default and at all: samples are held in
+# memory (float32 stereo, 127 MB at 6 minutes, a few copies while processed); generated pieces last under 2 minutes.
+MIN_LOUDNESS, MAX_LOUDNESS = -60.0, -6.0
+MAX_RENDER_SECONDS = 360.0
+MAX_RENDER_SECONDS_LIMIT = 3600.0

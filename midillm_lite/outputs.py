@@ -1,8 +1,8 @@
 """The output folder of a generation: names, layout (compatible with the reference scripts) and atomic writes.
 
-OUT/prompt.txt, OUT/gen_<i>.mid, OUT/gen_<i>_tokens.txt (AMT ids, one per line)
-and OUT/generation_stats.json; an output the reference would reject goes under
-OUT/rejected/ instead, never dropped.
+OUT/prompt.txt, OUT/gen_<i>.mid, OUT/gen_<i>_tokens.txt (AMT ids, one per line), OUT/gen_<i>.png,
+OUT/gen_<i>.mp3 (or another audio format) and OUT/generation_stats.json; an output the reference would reject
+goes under OUT/rejected/ instead, never dropped.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 import tempfile
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from .errors import Opt, UserError
 from .fsutil import atomic_write_text, process_alive
 
 if TYPE_CHECKING:
+    from .audio import AudioSettings
     from .generate import GenerationResult
 
 log = logging.getLogger(__name__)
@@ -192,6 +194,8 @@ class SavedGeneration:
     midi_paths: list[Path | None]
     stats: dict[str, Any]
     errors: list[UserError] = field(default_factory=list)  # per-output write failures, the rest was written
+    audio_note: UserError | None = None  # why there is no audio (no synthesizer or soundfont, or a stop request)
+    audio_stopped: bool = False  # a stop request skipped some audio
 
 
 def save_generation(
@@ -201,12 +205,17 @@ def save_generation(
     *,
     controls: dict[str, Any] | None = None,
     png: bool = True,
+    audio: AudioSettings | None = None,
+    stop: Callable[[], bool] | None = None,
+    on_audio: AudioProgressFn | None = None,
 ) -> SavedGeneration:
-    """Write one prompt's folder: prompt.txt, each output's tokens and MIDI, the stats, then the piano rolls.
+    """Write one prompt's folder: prompt.txt, each output's tokens and MIDI, the stats, the piano rolls, then audio
+    (`audio`: its settings, None for none), the stats again after each step.
 
-    The order is what keeps work safe: tokens before MIDI, music and stats before pictures, so a failure
+    The order is what keeps work safe: tokens before MIDI, music and stats before pictures and audio, so a failure
     or a signal in a later step never costs an earlier one. One output's write error does not stop the rest;
-    it is returned in `errors` for the caller to report.
+    it is returned in `errors` for the caller to report. `stop()` turning true skips the audio not yet finished
+    (none is left half-written); `on_audio(index, count, path, fraction)` follows the rendering.
     """
     write_prompt(folder, prompt)
     paths: list[Path | None] = []
@@ -228,7 +237,53 @@ def save_generation(
     if png:
         _pictures(result, saved, title=prompt)
         write_stats(folder, stats)
+    if audio is not None:
+        saved.audio_note = _audio(result, saved, audio, stop=stop, on_audio=on_audio)
+        write_stats(folder, stats)
     return saved
+
+
+AudioProgressFn = Callable[[int, int, Path, float], None]
+
+
+def _audio(result: GenerationResult, saved: SavedGeneration, settings: AudioSettings, *,
+           stop: Callable[[], bool] | None, on_audio: AudioProgressFn | None) -> UserError | None:  # fmt: skip
+    """gen_i.<format> beside each written, usable gen_i.mid (not those under rejected/); returns why there is none,
+    if so. A render error is one output's error, like a MIDI write failure; the others are still rendered."""
+    from .audio import AudioUnavailable, RenderStopped, audio_path, prepare
+
+    try:
+        renderer = prepare(settings)
+    except AudioUnavailable as exc:
+        saved.stats["audio"] = {"skipped": str(exc)}
+        return UserError("no audio: ", *exc.parts)
+    except UserError as exc:  # a named soundfont gone bad since the start: reported after the MIDI files
+        saved.stats["audio"] = {"error": str(exc)}
+        saved.errors.append(exc)
+        return None
+    outputs = zip(result.outputs, saved.stats["outputs"], saved.midi_paths, strict=True)
+    todo = [(entry, path) for output, entry, path in outputs if path and output.usable]
+    for number, (entry, path) in enumerate(todo, start=1):
+        target = audio_path(path, settings.format)
+        progress = None if on_audio is None else (lambda f, n=number, t=target: on_audio(n, len(todo), t, f))
+        try:
+            entry["audio"] = renderer.render(_midi_of(path), target, name=str(path), stop=stop,
+                                             on_progress=progress).to_dict()  # fmt: skip
+        except RenderStopped:
+            note = f"audio stopped by a signal: {len(todo) - number + 1} of {len(todo)} outputs not rendered"
+            saved.stats["audio"] = {"skipped": note}
+            saved.audio_stopped = True
+            return UserError(note)
+        except UserError as exc:
+            entry["audio"] = {"error": str(exc)}
+            saved.errors.append(exc)
+    return None
+
+
+def _midi_of(path: Path):
+    from .amt.midi import load_midi_file
+
+    return load_midi_file(path)  # the file as written (grid, names, tracks): what a DAW or player would read
 
 
 def _pictures(result: GenerationResult, saved: SavedGeneration, *, title: str) -> None:

@@ -38,6 +38,10 @@ LLAMA_THREADS = 2  # the test machine has two cores, shared
 MODEL_FIXTURES = frozenset({"checkpoint_factory", "tiny_checkpoint", "tiny_gguf"})
 FAST_TEST_S = 5.0  # a test outside the slow lane that takes longer than this is reported (setup + call)
 NOT_CHECKOUT = frozenset({".venv", ".git", "__pycache__"})  # not the checkout's content: skipped by the leftover check
+# gen renders audio by default, which would cost more than the sampling in every gen test (a tiny model's outputs
+# last up to 100 s each); tests/test_audio.py turns it back on where audio is what is tested. Set in the environment,
+# so the CLI's subprocesses inherit it.
+os.environ["MIDILLM_AUDIO"] = "none"
 
 
 def _hypothesis_home() -> Path:

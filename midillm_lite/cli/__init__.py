@@ -60,6 +60,7 @@ def _register() -> None:
         gen_cmds,  # noqa: F401
         media_cmds,  # noqa: F401
         models_cmds,  # noqa: F401
+        render_cmds,  # noqa: F401
         serve_cmds,  # noqa: F401
     )
 

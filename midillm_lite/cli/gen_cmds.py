@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..amt import vocab
+from ..audio.process import DEFAULT_LOUDNESS
 from ..bench import DEFAULT_NS, DEFAULT_STEPS
 from ..controls import ControlFlags
 from ..errors import EXIT_INTERRUPTED, EXIT_NO_MUSIC, UserError
@@ -26,7 +27,7 @@ from ..outputs import (
 )
 from ..promptfile import PromptLine, new_run_seed, prompt_seed, read_prompt_file
 from ..sampling import MAX_SIMULTANEOUS_NOTES
-from . import InterruptGate, app, echo_or_note
+from . import InterruptGate, app, echo_or_note, flag
 from .anticipation_args import (
     AccompanyOption,
     InfillOption,
@@ -38,6 +39,7 @@ from .anticipation_args import (
 from .params import (
     GPU_LAYERS,
     INPUT_SECONDS,
+    LOUDNESS,
     MAX_TOKENS,
     OUTPUTS,
     SECONDS,
@@ -51,9 +53,11 @@ from .params import (
     parse_counts,
     parser,
 )
-from .progress import Progress, ProgressPlan
+from .progress import AudioProgress, Progress, ProgressPlan
+from .render_cmds import AUDIO_ENV, DEFAULT_AUDIO, LOUDNESS_HELP, NO_AUDIO, SOUNDFONT_DEFAULT, SOUNDFONT_HELP, GenAudio
 
 if TYPE_CHECKING:
+    from ..audio import AudioSettings
     from ..generate import GenerationResult
     from ..models import ModelChoice
 
@@ -245,8 +249,20 @@ def gen_command(
             rich_help_panel="Cluster",
         ),
     ] = None,
+    audio: Annotated[
+        GenAudio,
+        typer.Option(
+            "--audio",
+            envvar=AUDIO_ENV,
+            help="Format of the audio gen_i.<format> rendered next to each MIDI file; none: no audio.",
+        ),
+    ] = DEFAULT_AUDIO,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Render no audio.")] = False,
+    soundfont: Annotated[Path | None, typer.Option(help=SOUNDFONT_HELP, show_default=SOUNDFONT_DEFAULT)] = None,
+    loudness: Annotated[float, typer.Option(parser=parser(LOUDNESS), help=LOUDNESS_HELP)] = DEFAULT_LOUDNESS,
 ) -> None:
     """Generate MIDI files from a text description (several outputs at once, offline)."""
+    from ..audio import AudioSettings
     from ..generate import Generator, check_settings, setting_warnings
 
     root = out or DEFAULT_ROOT
@@ -261,12 +277,18 @@ def gen_command(
         to_seconds=to_seconds, keep_instruments=keep_instruments, keep_tracks=keep_tracks, seconds=seconds,
     )  # fmt: skip
     controls = ControlFlags.parse(tempo=tempo, meter=meter, instruments=instruments, key=key, dynamics=dynamics)
+    no_audio = no_audio or audio.value == NO_AUDIO
+    audio_settings = None if no_audio else AudioSettings(audio.value, soundfont, loudness).check()
     talk = not quiet and not as_json
     if not quiet and temperature is not None:
         for warning in setting_warnings(n=n_outputs, temperature=temperature):
             typer.echo(f"warning: {warning}", err=True)
     if cluster is not None:
         from .gen_cluster import gen_on_cluster
+
+        if audio_settings is not None and not quiet:  # the driver's folder writes do not render yet
+            typer.echo("note: no audio with --cluster yet; `midillm-lite render FOLDER` renders a folder's MIDI files",
+                       err=True)  # fmt: skip
 
         return gen_on_cluster(cluster, prompt=prompt, prompts_file=prompts_file, interactive=interactive, out=out,
                               model=model, workers=workers, threads_per_worker=threads_per_worker, threads=threads,
@@ -279,6 +301,7 @@ def gen_command(
     # Each line of a prompts file has its own seed, from the run's and its line number (as with --cluster).
     run_seed = new_run_seed() if seed is None else seed
     no_music = False
+    noted: set[str] = set()  # the reasons for no audio already told (once per run, not per prompt)
     # The output folder is claimed (or its parent checked) before the model loads: a bad or busy folder
     # fails in a second, not after the generation; the claim is held until the last file is written.
     claim = claim_output_dir(out, force=force) if out is not None and not batch else None
@@ -301,7 +324,7 @@ def gen_command(
                 where = out if claim is not None else root
                 each = settings if number is None else {**settings, "seed": prompt_seed(run_seed, number)}
                 result, interrupted = _one(gen, text, where, claim is None, each, controls, plan, as_json=as_json,
-                                           quiet=quiet, png=png)  # fmt: skip
+                                           quiet=quiet, png=png, audio=audio_settings, noted=noted)  # fmt: skip
                 if interrupted:
                     raise typer.Exit(EXIT_INTERRUPTED)
                 if not quiet:
@@ -330,7 +353,8 @@ def model_line(choice: ModelChoice, details: str = "") -> str:
 
 
 def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, flags: ControlFlags, plan: ProgressPlan, *,
-         as_json: bool, quiet: bool, png: bool = True) -> tuple[GenerationResult, bool]:  # fmt: skip
+         as_json: bool, quiet: bool, png: bool = True, audio: AudioSettings | None = None,
+         noted: set[str] | None = None) -> tuple[GenerationResult, bool]:  # fmt: skip
     """Generate for one prompt and write its folder (partial files too); the result, and whether to stop (a signal)."""
     controls = flags.for_prompt(text)
     with InterruptGate() as gate:
@@ -341,8 +365,16 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, flags: C
             )  # fmt: skip
         gate.close()  # sampling is over: from here a signal is recorded, and acted on once the files exist
         folder = new_output_dir(text, root=where) if new_folder else where
-        saved = save_generation(folder, result, text, controls=controls.to_dict(), png=png)
+        # Audio comes last and stops early on a signal (recorded by the gate): the files before it are complete.
+        with AudioProgress(enabled=not quiet and not as_json) as rendering:
+            saved = save_generation(folder, result, text, controls=controls.to_dict(), png=png, audio=audio,
+                                    stop=lambda: bool(gate.caught), on_audio=rendering.update)  # fmt: skip
         paths, failed, stats = saved.midi_paths, saved.errors, saved.stats
+    noted = set() if noted is None else noted
+    note = saved.audio_note.render(flag) if saved.audio_note else None
+    if note and note not in noted and (saved.audio_stopped or not quiet):
+        typer.echo(f"note: {note}", err=True)
+        noted.add(note)
     warned = {o.degenerate for o in result.outputs if o.degenerate}  # one line per distinct reason
     for reason in sorted(warned):
         typer.echo(f"warning: {reason} ({folder})", err=True)
@@ -355,7 +387,8 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, flags: C
     if result.interrupted:
         typer.echo(f"interrupted: partial outputs written to {folder}", err=True)
     elif gate.caught:
-        typer.echo(f"interrupted after sampling ended: the outputs in {folder} are complete", err=True)
+        skipped = "; the audio not yet rendered was skipped" if saved.audio_stopped else ""
+        typer.echo(f"interrupted after sampling ended: the outputs in {folder} are complete{skipped}", err=True)
     if gate.caught and result.interrupted:
         typer.echo("(a further signal arrived while writing; the files were finished first)", err=True)
     hint = contention_hint(result)

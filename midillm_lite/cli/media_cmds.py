@@ -23,7 +23,7 @@ def plot_command(
     """Draw a piano roll of a MIDI file: one colour per instrument, drums apart, bar lines, seconds axis."""
     from ..pianoroll import plot_file
 
-    inputs = _midi_inputs(midi)
+    inputs = midi_inputs(midi)
     if out is not None and len(inputs) > 1:
         raise UserError("--out names one PNG; with a folder the PNGs go next to its MIDI files")
     for path in inputs:
@@ -31,7 +31,7 @@ def plot_command(
         typer.echo(f"wrote {written}")
 
 
-def _midi_inputs(path: Path) -> list[Path]:
+def midi_inputs(path: Path) -> list[Path]:
     if path.is_dir():
         found = sorted(p for p in path.iterdir() if p.suffix.lower() in (".mid", ".midi") and p.is_file())
         if not found:

@@ -19,20 +19,24 @@ NAME_COLUMN = 20  # a longer name gets a line of its own
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
-    """List the models here and those `convert` can make, marking the one `gen` uses without --model.
+    """List the models here and those `convert` can make, marking the one `gen` uses without --model, and say
+    which synthesizer and soundfont would render audio.
 
     Registry models (models/registry.json) come first, best first, then any other GGUF file in the model folders:
     the repository's models/ and $MIDILLM_HOME/models (default ~/.cache/midillm-lite/models). Never uses the network.
     """
+    from ..audio import describe_setup
+
     listing = list_models()
     if as_json:
         typer.echo(json.dumps([item.to_dict() for item in listing], indent=2))
     else:
-        typer.echo(format_listing(listing))
+        typer.echo(format_listing(listing, audio=describe_setup()))
 
 
-def format_listing(listing: list[ModelListing]) -> str:
-    """A block per model (mark, name, status, description), the files outside the registry under their own heading."""
+def format_listing(listing: list[ModelListing], *, audio: str | None = None) -> str:
+    """A block per model (mark, name, status, description), the files outside the registry under their own heading,
+    then the `audio` line (which synthesizer and soundfont render) and the legend."""
     width = min(max((len(item.name) for item in listing), default=0), NAME_COLUMN) + 2
     known = [item for item in listing if item.in_registry]
     others = [item for item in listing if not item.in_registry]
@@ -41,6 +45,7 @@ def format_listing(listing: list[ModelListing]) -> str:
         lines += ["", "other GGUF files here:", *(line for item in others for line in _block(item, width))]
     if not listing:
         lines.append("no models: the registry is empty and the model folders hold no GGUF files")
+    lines += ["", audio] if audio else []
     lines.append("")
     if any(item.default for item in listing):
         lines.append(f"{DEFAULT_MARK} what `midillm-lite gen` uses without --model")

@@ -22,13 +22,16 @@ from ..limits import (
     ALL_LAYERS,
     MAX_GPU_LAYERS,
     MAX_INPUT_SECONDS,
+    MAX_LOUDNESS,
     MAX_NEW_TOKENS,
     MAX_OUTPUTS,
+    MAX_RENDER_SECONDS_LIMIT,
     MAX_SECONDS,
     MAX_SEED,
     MAX_THREADS,
     MAX_TOP_K,
     MAX_WORKERS,
+    MIN_LOUDNESS,
     MIN_NEW_TOKENS,
 )
 
@@ -98,6 +101,8 @@ THREADS = Bounds(1, MAX_THREADS, integer=True)
 WORKERS = Bounds(1, MAX_WORKERS, integer=True)
 GPU_LAYERS = Bounds(ALL_LAYERS, MAX_GPU_LAYERS, integer=True, note="-1: all")
 STEPS = Bounds(MIN_STEPS, MAX_NEW_TOKENS, integer=True)
+LOUDNESS = Bounds(MIN_LOUDNESS, MAX_LOUDNESS, note="LUFS, integrated")
+RENDER_SECONDS = Bounds(0, MAX_RENDER_SECONDS_LIMIT, lo_open=True)
 
 
 def parse_counts(text: str) -> list[int]:

@@ -176,3 +176,34 @@ def _live_table(outputs: list[OutputProgress], text: str) -> Table:
     for i, o in enumerate(outputs, start=1):
         table.add_row(str(i), str(o.tokens), str(o.notes), f"{o.seconds:.1f}", "done" if o.done else "")
     return table
+
+
+class AudioProgress:
+    """The render phase on a terminal: one transient line, `rendering audio 2 of 4: gen_2.mp3, 40%`; nothing
+    off a terminal (the files and the final lines say what was made)."""
+
+    def __init__(self, *, enabled: bool):
+        self.live: Live | None = None
+        self.enabled = enabled and is_terminal(sys.stderr)
+        self.last_draw = 0.0
+
+    def __enter__(self) -> AudioProgress:
+        if self.enabled:
+            self.live = Live(console=Console(stderr=True), auto_refresh=False, transient=True)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def update(self, number: int, count: int, path: Path, fraction: float) -> None:
+        now = time.perf_counter()
+        if self.live is None or (now - self.last_draw < REFRESH_S and 0 < fraction < 1):
+            return
+        self.last_draw = now
+        self.live.update(f"rendering audio {number} of {count}: {path.name}, {100 * fraction:.0f}%", refresh=True)
+
+    def callback(self, number: int, count: int, path: Path):
+        """A one-file on_progress(fraction) for `render`, which renders file by file."""
+        return lambda fraction: self.update(number, count, path, fraction)
