@@ -49,7 +49,8 @@ def test_the_page_generates_shows_and_downloads(tiny_gguf, tmp_path: Path) -> No
     if browser_path is None:
         pytest.skip("no chromium found (apt install chromium, or set MIDILLM_CHROMIUM to a Chromium binary)")
     load_serve = _load_serve()
-    with load_serve.ServerProcess(tiny_gguf(), tmp_path / "out", "--threads", "2") as server:
+    # --audio: the suite's MIDILLM_AUDIO=none (tests/conftest.py) is for gen; here the page's player is tested too.
+    with load_serve.ServerProcess(tiny_gguf(), tmp_path / "out", "--threads", "2", "--audio", "ogg") as server:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=browser_path, headless=True)
             try:
@@ -78,6 +79,11 @@ def test_the_page_generates_shows_and_downloads(tiny_gguf, tmp_path: Path) -> No
                 served = next(folder.rglob("gen_1.mid"))  # under rejected/ if the random model stacked notes
                 assert saved.read_bytes() == served.read_bytes()
                 assert mido.MidiFile(saved).tracks
+                if "rejected" not in served.parts:  # audio is rendered for usable outputs only, as gen does
+                    assert served.with_suffix(".ogg").is_file()
+                    # The browser decodes the served file: its player knows the duration of the music.
+                    page.wait_for_function("document.querySelector('.output audio').duration > 0.5",
+                                           timeout=TIMEOUT_MS)  # fmt: skip
                 page.wait_for_selector("#recent li")
                 shot = tmp_path / "page.png"
                 page.screenshot(path=str(shot), full_page=True)

@@ -16,14 +16,15 @@ from ..errors import EXIT_INTERRUPTED, UserError
 from ..outputs import claim_output_dir
 from ..promptfile import read_prompt_file
 from . import echo_or_note
+from .render_cmds import audio_or_note
 
 FAILED_SHOWN = 3  # failed lines named in the closing error; the summary file lists them all
 
 
 def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | None, interactive: bool, out: Path | None,
                    model: str | None, workers: int | None, threads_per_worker: int | None, threads: int | None,
-                   load: dict[str, Any], settings: dict[str, Any], controls: ControlFlags, png: bool, quiet: bool,
-                   as_json: bool, force: bool) -> None:  # fmt: skip
+                   load: dict[str, Any], settings: dict[str, Any], controls: ControlFlags, png: bool, audio,
+                   quiet: bool, as_json: bool, force: bool) -> None:  # fmt: skip
     """Check what a cluster run needs before anything starts, run it, and end with one line (or one error)."""
     spec = ClusterSpec.parse(cluster)
     if prompt is not None or interactive or prompts_file is None:
@@ -37,6 +38,7 @@ def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | Non
     if settings.get("anticipation") is not None:
         raise UserError("--infill and --accompany go with one PROMPT, not with --cluster")
     require_ray()
+    audio = audio_or_note(audio, quiet=quiet)
     if spec.address is not None:
         check_reachable(spec.address)  # before OUT is touched: a typo in the address leaves nothing behind
     prompts = read_prompt_file(prompts_file)
@@ -58,7 +60,7 @@ def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | Non
         try:
             if plan.todo:
                 run_on_ray(plan, summary, spec=spec, model=model, load=load, settings=run_settings, controls=controls,
-                           workers=workers, threads_per_worker=threads_per_worker, png=png,
+                           workers=workers, threads_per_worker=threads_per_worker, png=png, audio=audio,
                            on_event=_printer(summary, talk=talk, as_json=as_json))  # fmt: skip
         except KeyboardInterrupt:
             summary.interrupted = True

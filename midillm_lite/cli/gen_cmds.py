@@ -39,7 +39,6 @@ from .anticipation_args import (
 from .params import (
     GPU_LAYERS,
     INPUT_SECONDS,
-    LOUDNESS,
     MAX_TOKENS,
     OUTPUTS,
     SECONDS,
@@ -54,7 +53,8 @@ from .params import (
     parser,
 )
 from .progress import AudioProgress, Progress, ProgressPlan
-from .render_cmds import AUDIO_ENV, DEFAULT_AUDIO, LOUDNESS_HELP, NO_AUDIO, SOUNDFONT_DEFAULT, SOUNDFONT_HELP, GenAudio
+from .render_cmds import DEFAULT_AUDIO, AudioOption, LoudnessOption, NoAudioOption, SoundfontOption
+from .render_cmds import audio_settings as resolve_audio
 
 if TYPE_CHECKING:
     from ..audio import AudioSettings
@@ -249,20 +249,12 @@ def gen_command(
             rich_help_panel="Cluster",
         ),
     ] = None,
-    audio: Annotated[
-        GenAudio,
-        typer.Option(
-            "--audio",
-            envvar=AUDIO_ENV,
-            help="Format of the audio gen_i.<format> rendered next to each MIDI file; none: no audio.",
-        ),
-    ] = DEFAULT_AUDIO,
-    no_audio: Annotated[bool, typer.Option("--no-audio", help="Render no audio.")] = False,
-    soundfont: Annotated[Path | None, typer.Option(help=SOUNDFONT_HELP, show_default=SOUNDFONT_DEFAULT)] = None,
-    loudness: Annotated[float, typer.Option(parser=parser(LOUDNESS), help=LOUDNESS_HELP)] = DEFAULT_LOUDNESS,
+    audio: AudioOption = DEFAULT_AUDIO,
+    no_audio: NoAudioOption = False,
+    soundfont: SoundfontOption = None,
+    loudness: LoudnessOption = DEFAULT_LOUDNESS,
 ) -> None:
     """Generate MIDI files from a text description (several outputs at once, offline)."""
-    from ..audio import AudioSettings
     from ..generate import Generator, check_settings, setting_warnings
 
     root = out or DEFAULT_ROOT
@@ -277,8 +269,7 @@ def gen_command(
         to_seconds=to_seconds, keep_instruments=keep_instruments, keep_tracks=keep_tracks, seconds=seconds,
     )  # fmt: skip
     controls = ControlFlags.parse(tempo=tempo, meter=meter, instruments=instruments, key=key, dynamics=dynamics)
-    no_audio = no_audio or audio.value == NO_AUDIO
-    audio_settings = None if no_audio else AudioSettings(audio.value, soundfont, loudness).check()
+    audio_settings = resolve_audio(audio, no_audio, soundfont, loudness)
     talk = not quiet and not as_json
     if not quiet and temperature is not None:
         for warning in setting_warnings(n=n_outputs, temperature=temperature):
@@ -286,14 +277,11 @@ def gen_command(
     if cluster is not None:
         from .gen_cluster import gen_on_cluster
 
-        if audio_settings is not None and not quiet:  # the driver's folder writes do not render yet
-            typer.echo("note: no audio with --cluster yet; `midillm-lite render FOLDER` renders a folder's MIDI files",
-                       err=True)  # fmt: skip
-
         return gen_on_cluster(cluster, prompt=prompt, prompts_file=prompts_file, interactive=interactive, out=out,
                               model=model, workers=workers, threads_per_worker=threads_per_worker, threads=threads,
                               load={"device": device.value, "gpu_layers": gpu_layers}, settings=settings,
-                              controls=controls, png=png, quiet=quiet, as_json=as_json, force=force)  # fmt: skip
+                              controls=controls, png=png, audio=audio_settings, quiet=quiet, as_json=as_json,
+                              force=force)  # fmt: skip
     if workers is not None or threads_per_worker is not None:
         raise UserError("--workers and --threads-per-worker go with --cluster")
     prompts = _prompts(prompt, prompts_file, interactive, quiet=quiet)

@@ -14,7 +14,7 @@ from ..audio.process import DEFAULT_LOUDNESS
 from ..audio.synth import SYNTHS
 from ..errors import UserError
 from ..limits import MAX_RENDER_SECONDS
-from . import app
+from . import app, flag
 from .media_cmds import midi_inputs
 from .params import LOUDNESS, RENDER_SECONDS, parser
 from .progress import AudioProgress
@@ -29,6 +29,28 @@ AUTO_SYNTH = Synth("auto")
 SOUNDFONT_HELP = "SoundFont (.sf2/.sf3) to play with."
 SOUNDFONT_DEFAULT = "$MIDILLM_SOUNDFONT, else a system GM soundfont, else TimGM6mb from `make install`"
 LOUDNESS_HELP = f"Integrated loudness to normalize to ({LOUDNESS.describe()})."
+
+# gen's and serve's audio options (the same names and meaning in both verbs).
+AudioOption = Annotated[
+    GenAudio,
+    typer.Option(
+        "--audio",
+        envvar=AUDIO_ENV,
+        help="Format of the audio gen_i.<format> rendered next to each MIDI file; none: no audio.",
+    ),
+]
+NoAudioOption = Annotated[bool, typer.Option("--no-audio", help="Render no audio.")]
+SoundfontOption = Annotated[Path | None, typer.Option(help=SOUNDFONT_HELP, show_default=SOUNDFONT_DEFAULT)]
+LoudnessOption = Annotated[float, typer.Option(parser=parser(LOUDNESS), help=LOUDNESS_HELP)]
+
+
+def audio_settings(audio: GenAudio, no_audio: bool, soundfont: Path | None, loudness: float):
+    """The AudioSettings gen's and serve's options ask for, checked; None for no audio."""
+    from ..audio import AudioSettings
+
+    if no_audio or audio.value == NO_AUDIO:
+        return None
+    return AudioSettings(audio.value, soundfont, loudness).check()
 
 
 @app.command("render")
@@ -46,8 +68,8 @@ def render_command(
     format: Annotated[
         AudioFormat | None, typer.Option("--format", help="Audio format.", show_default="-o's suffix, else mp3")
     ] = None,
-    soundfont: Annotated[Path | None, typer.Option(help=SOUNDFONT_HELP, show_default=SOUNDFONT_DEFAULT)] = None,
-    loudness: Annotated[float, typer.Option(parser=parser(LOUDNESS), help=LOUDNESS_HELP)] = DEFAULT_LOUDNESS,
+    soundfont: SoundfontOption = None,
+    loudness: LoudnessOption = DEFAULT_LOUDNESS,
     synth: Annotated[
         Synth, typer.Option(help="auto: FluidSynth where libfluidsynth is installed, else TinySoundFont.")
     ] = AUTO_SYNTH,
@@ -85,3 +107,19 @@ def describe(result) -> str:
     """`12.3 s, -18.0 LUFS, tinysoundfont 0.3.7, TimGM6mb.sf2`"""
     return (f"{result.seconds:.1f} s, {result.loudness_lufs:.1f} LUFS, {result.synthesizer}, "
             f"{result.soundfont.name}")  # fmt: skip
+
+
+def audio_or_note(audio, *, quiet: bool = False):
+    """`audio` when this machine can render it (a synthesizer and a soundfont); else None, said once on stderr,
+    with how to get audio. For verbs that render many folders later (serve, gen --cluster): told at the start."""
+    if audio is None:
+        return None
+    from ..audio import AudioUnavailable, prepare
+
+    try:
+        prepare(audio)
+    except AudioUnavailable as exc:
+        if not quiet:
+            typer.echo(f"note: {UserError('no audio: ', *exc.parts).render(flag)}", err=True)
+        return None
+    return audio

@@ -7,12 +7,22 @@ from typing import Annotated
 
 import typer
 
+from ..audio.process import DEFAULT_LOUDNESS
 from ..limits import MAX_SLOTS, SERVE_MAX_QUEUE
 from ..outputs import DEFAULT_ROOT, check_output_root
 from ..server.access import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, is_loopback, resolve_token
 from . import app, echo_or_note
 from .gen_cmds import AUTO_DEVICE, Device, ThreadsOption, model_line
 from .params import Bounds, parser
+from .render_cmds import (
+    DEFAULT_AUDIO,
+    AudioOption,
+    LoudnessOption,
+    NoAudioOption,
+    SoundfontOption,
+    audio_or_note,
+    audio_settings,
+)
 
 PORT = Bounds(0, 65535, integer=True, note="0: any free port")
 SLOTS = Bounds(1, MAX_SLOTS, integer=True)
@@ -56,6 +66,10 @@ def serve_command(
     ] = SERVE_MAX_QUEUE,
     device: Annotated[Device, typer.Option(help="auto: GPU if llama.cpp was built with one.")] = AUTO_DEVICE,
     threads: ThreadsOption = None,
+    audio: AudioOption = DEFAULT_AUDIO,
+    no_audio: NoAudioOption = False,
+    soundfont: SoundfontOption = None,
+    loudness: LoudnessOption = DEFAULT_LOUDNESS,
 ) -> None:
     """Serve text-to-MIDI over HTTP: a web page at / and a JSON API under /v1 (OpenAPI: /v1/openapi.json).
 
@@ -82,7 +96,8 @@ def serve_command(
 
     required = resolve_token(host, token, no_auth=no_auth)  # before the model loads: a refusal costs nothing
     check_output_root(out)
-    config = ServeConfig(host=host, port=port, slots=slots, out=out, token=required, max_queue=queue)
+    sound = audio_or_note(audio_settings(audio, no_audio, soundfont, loudness))
+    config = ServeConfig(host=host, port=port, slots=slots, out=out, token=required, max_queue=queue, audio=sound)
     with Generator(model, device=device.value, threads=threads) as gen:
         echo_or_note(model_line(gen.choice, f"{gen.info.quant}, {gen.model.n_threads} threads"), err=True)
 

@@ -25,6 +25,7 @@ from ..outputs import save_generation
 from ..promptfile import PromptFile, PromptLine, line_folder_name, new_run_seed, prompt_seed
 
 if TYPE_CHECKING:
+    from ..audio import AudioSettings
     from ..generate import GenerationResult
 
 log = logging.getLogger(__name__)
@@ -88,14 +89,22 @@ def is_complete(folder: Path) -> bool:
     return (folder / COMPLETE_NAME).is_file()
 
 
-def write_job(job: Job, result: GenerationResult, *, controls: dict[str, Any], png: bool, worker: str) -> dict:
+def write_job(
+    job: Job,
+    result: GenerationResult,
+    *,
+    controls: dict[str, Any],
+    png: bool,
+    worker: str,
+    audio: AudioSettings | None = None,
+) -> dict:
     """Write a finished prompt's folder (staging, marker, rename); its stats. A write error is a UserError."""
     _remove_partial(job)
     try:
         job.staging.mkdir()
     except OSError as exc:
         raise UserError(f"cannot create {job.staging}: {exc.strerror or exc}") from exc
-    saved = save_generation(job.staging, result, job.line.text, controls=controls, png=png)
+    saved = save_generation(job.staging, result, job.line.text, controls=controls, png=png, audio=audio)
     if saved.errors:
         raise saved.errors[0]
     marker = {"line": job.line.number, "seed": job.seed, "worker": worker}

@@ -31,6 +31,7 @@ from ..errors import UserError
 from .plan import Job, RunPlan, RunSummary, WorkerTally, write_job
 
 if TYPE_CHECKING:
+    from ..audio import AudioSettings
     from ..controls import ControlFlags
     from ..generate import GenerationResult, Generator
 
@@ -229,6 +230,7 @@ def run_on_ray(
     workers: int | None = None,
     threads_per_worker: int | None = None,
     png: bool = True,
+    audio: AudioSettings | None = None,
     on_event: Callable[[RunEvent], None] = lambda event: None,
 ) -> RunSummary:
     """Generate every job of `plan` on Ray and write each folder as it comes back; fills and returns `summary`.
@@ -244,7 +246,9 @@ def run_on_ray(
         count, threads = local or worker_layout(int(ray.cluster_resources().get("CPU", 0)), spec, workers=workers,
                                                 threads=threads_per_worker)  # fmt: skip
         summary.cluster = f"{spec.describe()}, {count} workers x {threads} threads"
-        driver = _Driver(ray, plan, summary, controls=controls, settings=settings, png=png, on_event=on_event)
+        driver = _Driver(
+            ray, plan, summary, controls=controls, settings=settings, png=png, audio=audio, on_event=on_event
+        )
         try:
             driver.start(count, model=model, load={**load, "threads": threads}, threads=threads)
             summary.startup_s = time.perf_counter() - started
@@ -265,9 +269,10 @@ class _Driver:
     the queue, and a `hello` probe waits for Ray to restart it (reloading the model) before it gets more.
     """
 
-    def __init__(self, ray, plan: RunPlan, summary: RunSummary, *, controls, settings, png, on_event):
+    def __init__(self, ray, plan: RunPlan, summary: RunSummary, *, controls, settings, png, audio, on_event):
         self.ray, self.plan, self.summary = ray, plan, summary
-        self.controls, self.settings, self.png, self.on_event = controls, settings, png, on_event
+        self.controls, self.settings, self.on_event = controls, settings, on_event
+        self.png, self.audio = png, audio  # the driver draws and renders each folder it writes
         self.pending: deque[Job] = deque(plan.todo)
         self.inflight: dict[Any, tuple[Job, int]] = {}  # object ref -> (job, worker)
         self.probes: dict[Any, int] = {}  # object ref of a hello -> the worker being restarted
@@ -340,7 +345,8 @@ class _Driver:
             return
         result: GenerationResult = reply["result"]
         controls = self.controls.for_prompt(job.line.text).to_dict()
-        stats = write_job(job, result, controls=controls, png=self.png, worker=f"{worker} on {reply['node']}")
+        where = f"{worker} on {reply['node']}"
+        stats = write_job(job, result, controls=controls, png=self.png, audio=self.audio, worker=where)
         tally = self.summary.workers[worker]
         tally.prompts += 1
         tally.tokens += result.timings.generated

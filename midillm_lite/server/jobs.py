@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..amt.anticipation import Anticipation
 from ..amt.continuation import Continuation
@@ -27,6 +27,9 @@ from ..outputs import STATS_NAME, new_output_dir, save_generation
 from .files import INPUT_NAME
 from .request import GenerationRequest, prepare_midi_mode
 from .runner import Runner
+
+if TYPE_CHECKING:
+    from ..audio import AudioSettings
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +111,10 @@ class Job:
 class JobStore:
     """Accepts requests into a bounded queue, runs them on `workers` threads through `runner`, remembers them all."""
 
-    def __init__(self, root: Path, runner: Runner, *, workers: int, max_queue: int):
+    def __init__(self, root: Path, runner: Runner, *, workers: int, max_queue: int, audio: AudioSettings | None = None):
         self.root = root
         self.runner = runner
+        self.audio = audio
         self.max_queue = max_queue
         self.stopping = False
         self._jobs: dict[str, Job] = {}
@@ -205,7 +209,9 @@ class JobStore:
                 anticipation=job.anticipation, instruments=controls.instruments, grid=controls.grid,
                 **spec.settings(),
             )  # fmt: skip
-            saved = save_generation(job.folder, result, spec.prompt, controls=controls.to_dict())
+            # A cancel or shutdown after sampling skips the audio not yet rendered (nothing is left half-written).
+            saved = save_generation(job.folder, result, spec.prompt, controls=controls.to_dict(), audio=self.audio,
+                                    stop=job.cancel.is_set)  # fmt: skip
             job.stats = saved.stats
             if saved.errors:
                 status, error = FAILED, str(saved.errors[0])

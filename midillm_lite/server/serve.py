@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -35,6 +36,9 @@ from .app import AppConfig, create_app
 from .jobs import JobStore
 from .runner import make_runner
 
+if TYPE_CHECKING:
+    from ..audio import AudioSettings
+
 log = logging.getLogger(__name__)
 
 GRACE_S = 30  # how long a shutdown waits for open connections once the generations have stopped
@@ -50,6 +54,7 @@ class ServeConfig:
     out: Path = DEFAULT_ROOT
     token: str | None = None
     max_queue: int = SERVE_MAX_QUEUE
+    audio: AudioSettings | None = None  # each generation's audio, rendered as gen renders it; None: none
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -130,7 +135,7 @@ def serve(generator, config: ServeConfig, *, on_ready: Callable[[str], None] | N
     """Serve `generator` until a signal; the exit status (0 after SIGTERM, 130 after SIGINT)."""
     sock = bind(config.host, config.port)
     runner, workers = make_runner(generator, slots=config.slots)
-    store = JobStore(config.out, runner, workers=workers, max_queue=config.max_queue)
+    store = JobStore(config.out, runner, workers=workers, max_queue=config.max_queue, audio=config.audio)
     allowed = LOOPBACK_NAMES if is_loopback(config.host) else None
     app = create_app(store, AppConfig(token=config.token, allowed_hosts=allowed, about=about(generator, config)))
     settings = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", server_header=False,
