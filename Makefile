@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.midillm-installed
 
-.PHONY: install test check lint load bench bench-audio bench-convert bench-layout bench-threads fuzz clean demo demo-infill demo-data demo-model
+.PHONY: install test check lint load bench bench-audio bench-batching bench-convert bench-layout bench-threads fuzz clean demo demo-infill demo-data demo-model
 
 install: $(STAMP)
 
@@ -67,6 +67,12 @@ $(REF_STAMP):
 # transformers path on the same weights; updates BENCHMARKS.md.
 bench: $(STAMP) $(REF_STAMP)
 	$(PY) scripts/bench_gen.py --full --write --steps 256 --reference-python $(REF_VENV)/bin/python
+
+# Continuous batching (issue 17): 4 concurrent n=1 requests through the BatchScheduler against the same 4 one by
+# one and one n=4 request, time to first token under load, overhead per step; 128 tokens each on the full-size
+# Q4_K_M that `make bench` caches (built here if missing); updates BENCHMARKS.md ("Continuous batching").
+bench-batching: $(STAMP)
+	$(PY) scripts/bench_batching.py --full --write --steps 128
 
 # Generation tok/s for 1, cores-1 and cores threads, quiet and beside busy-loop processes (one per half the cores,
 # one per core), with libgomp's spinning wait policy and the passive one midillm-lite uses; demo and full-size

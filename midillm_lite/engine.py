@@ -122,11 +122,27 @@ class Model:
             return self._context
         if self._context is not None:
             self._context.close()
-            self._live_contexts.clear()
+            self._live_contexts.remove(self._context)
             self._context = None
-        self._context = _Context(self, *shape)
-        self._live_contexts.append(self._context)
+        self._context = self.own_context(*shape[:3])
         return self._context
+
+    def own_context(self, n_seq: int, n_ctx: int, n_batch: int) -> _Context:
+        """A new context that `context()` never reuses or closes (a batch scheduler's); freed before the model.
+
+        Its owner closes it (`release_context`) and must stop using it before the model is closed.
+        """
+        if not self._finalizer.alive:
+            raise RuntimeError(f"{self.path} was closed; load it again")
+        context = _Context(self, n_seq, n_ctx, n_batch, self.kv_unified)
+        self._live_contexts.append(context)
+        return context
+
+    def release_context(self, context: _Context) -> None:
+        """Free a context from `own_context` now."""
+        context.close()
+        if context in self._live_contexts:
+            self._live_contexts.remove(context)
 
     def close(self) -> None:
         """Free the context and the model; the object is unusable afterwards."""
@@ -275,8 +291,8 @@ class _Context:
         if code != 0:
             raise RuntimeError(f"llama_decode failed with code {code}")
 
-    def decode_vectors(self, vectors: np.ndarray, start: int) -> None:
-        """One llama_decode of input vectors (rows) at positions start.., sequence 0, no logits."""
+    def decode_vectors(self, vectors: np.ndarray, start: int, seq: int = 0) -> None:
+        """One llama_decode of input vectors (rows) at positions start.., sequence `seq`, no logits."""
         batch = self.embd_batch
         assert batch is not None, "only a midi-head model takes input vectors"
         n, width = vectors.shape
@@ -284,7 +300,7 @@ class _Context:
         for i in range(n):
             batch.pos[i] = start + i
             batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = 0
+            batch.seq_id[i][0] = seq
             batch.logits[i] = False
         batch.n_tokens = n
         with signals_deferred():
@@ -302,7 +318,23 @@ class _Context:
     def share_prefix(self, n_seq: int) -> None:
         """Give sequences 1..n_seq-1 sequence 0's cells (the whole prompt)."""
         for seq in range(1, n_seq):
-            llama_cpp.llama_memory_seq_cp(self.memory, 0, seq, -1, -1)
+            self.seq_cp(0, seq)
+
+    def seq_cp(self, src: int, dst: int) -> None:
+        """Sequence `dst` also owns every cell of `src` (a unified cache shares them; split ones copy)."""
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+
+    def seq_rm(self, seq: int) -> None:
+        """Forget sequence `seq`: its cells are free once no other sequence shares them, so the id can be reused."""
+        if not llama_cpp.llama_memory_seq_rm(self.memory, seq, -1, -1):
+            raise RuntimeError(f"llama.cpp could not remove sequence {seq} from its cache")
+
+    def decode_feeds(self, heads: Sequence[Item], tails: Sequence[Item]) -> None:
+        """`feed_batches`' decodes: the heads (injected tokens, no logits) a batch at a time, then the tails."""
+        n_batch = self.shape[2]
+        for i in range(0, len(heads), n_batch):
+            self.decode(heads[i : i + n_batch])
+        self.decode(tails)
 
 
 def _free_context(ctx, batch, embd_batch) -> None:
@@ -361,6 +393,7 @@ class Timings:
     steps_s: float = 0.0  # wall time of the generation steps, everything included
     steps: int = 0
     generated: int = 0  # tokens over all sequences
+    queue_s: float = 0.0  # waiting for a batch scheduler's slots before the prompt was evaluated
 
     @property
     def overhead_fraction(self) -> float:
@@ -384,6 +417,8 @@ class Generation:
     """n sequences decoded from one prompt. Iterate it for StepEvents; tokens accumulate here as they come.
 
     Interrupting the iteration (e.g. KeyboardInterrupt) leaves everything generated so far in `tokens`.
+    Iterating owns a context of its own; a batch scheduler (batching.py) instead drives `begin`, `advance`
+    and `unfed` itself, for several Generations in one context.
     """
 
     model: Model = field(repr=False)
@@ -401,6 +436,8 @@ class Generation:
     nonfinite: list[int] = field(default_factory=list)  # per sequence, steps whose logits held NaN or inf
     timings: Timings = field(default_factory=Timings)
     _fed: list[int] = field(default_factory=list, repr=False)  # per sequence, tokens already in the KV cache
+    states: list[NoteState] = field(default_factory=list, repr=False)  # per sequence, for the strict masks
+    rngs: list[np.random.Generator] = field(default_factory=list, repr=False)
 
     def __iter__(self) -> Iterator[StepEvent]:
         return self._run()
@@ -415,18 +452,28 @@ class Generation:
     def done(self) -> bool:
         return bool(self.finished) and all(self.finished)
 
-    def _run(self) -> Iterator[StepEvent]:
-        prompt = [*self.prompt_tokens, *(vocab.to_full(t) for t in self.prefix_amt)]
-        ctx = self.model.context(
-            self.n, *context_shape(len(prompt), self.n, self.max_new_tokens, self.model.kv_unified)
-        )
-        states = [(self.initial_state or NoteState()).copy().extend(self.prefix_amt) for _ in range(self.n)]
-        rngs = sampling.sequence_rngs(self.seed, self.n)
+    @property
+    def full_prompt(self) -> list[int]:
+        """The prompt's model ids, continuation window included: what the model reads before sampling."""
+        return [*self.prompt_tokens, *(vocab.to_full(t) for t in self.prefix_amt)]
+
+    def begin(self) -> None:
+        """Fresh per-sequence state: no tokens, note states that have seen the prefix, one RNG each, zero timings."""
+        self.states = [(self.initial_state or NoteState()).copy().extend(self.prefix_amt) for _ in range(self.n)]
+        self.rngs = sampling.sequence_rngs(self.seed, self.n)
         self.tokens = [[] for _ in range(self.n)]
         self._fed = [0] * self.n
         self.finished = [self.max_new_tokens <= 0] * self.n
         self.nonfinite = [0] * self.n
-        t = self.timings = Timings(prompt_tokens=len(prompt))
+        self.timings = Timings(prompt_tokens=len(self.prompt_tokens) + len(self.prefix_amt))
+
+    def _run(self) -> Iterator[StepEvent]:
+        prompt = self.full_prompt
+        ctx = self.model.context(
+            self.n, *context_shape(len(prompt), self.n, self.max_new_tokens, self.model.kv_unified)
+        )
+        self.begin()
+        t = self.timings
 
         start = time.perf_counter()
         last = _decode_prompt(self.model, ctx, prompt)
@@ -442,12 +489,13 @@ class Generation:
             decode_s = 0.0
             if step > 0:
                 cpu_start = time.process_time()
-                rows_at = self._feed(ctx, live, len(prompt))
+                heads, tails = feed_batches(self.model, [(s, len(prompt), *self.unfed(s)) for s in live])
+                ctx.decode_feeds(heads, tails)
                 decode_s = time.perf_counter() - step_start
                 t.decode_cpu_s += time.process_time() - cpu_start
-                rows = [ctx.midi_logits(i) for i in rows_at]
+                rows = [ctx.midi_logits(i) for i in range(len(tails))]
             sample_start = time.perf_counter()
-            picked = [self._advance(s, row, states[s], rngs[s]) for s, row in zip(live, rows, strict=True)]
+            picked = [(s, self.advance(s, row)) for s, row in zip(live, rows, strict=True)]
             now = time.perf_counter()
             t.decode_s += decode_s
             t.sample_s += now - sample_start
@@ -459,32 +507,21 @@ class Generation:
             if not live:
                 break
 
-    def _feed(self, ctx: _Context, live: list[int], base: int) -> list[int]:
-        """Decode the live sequences' tokens not yet in the cache; the batch indices of their logits, in order.
+    def unfed(self, seq: int) -> tuple[int, list[int]]:
+        """Sequence `seq`'s tokens not yet in the KV cache, and how many before them are; from now on counted in."""
+        done, new = self._fed[seq], self.tokens[seq][self._fed[seq] :]
+        self._fed[seq] = len(self.tokens[seq])
+        return done, new
 
-        Without injected tokens this is one decode of one token per sequence. Injected ones go first, without
-        logits, in decodes of at most a batch each; the last token of every sequence then goes in one decode.
-        """
-        model = self.model
-        heads: list[tuple[int, int, int, bool]] = []
-        tails: list[tuple[int, int, int, bool]] = []
-        for s in live:
-            new, pos = self.tokens[s][self._fed[s] :], base + self._fed[s]
-            heads += [(model.token_id(tok), pos + i, s, False) for i, tok in enumerate(new[:-1])]
-            tails.append((model.token_id(new[-1]), pos + len(new) - 1, s, True))
-            self._fed[s] = len(self.tokens[s])
-        n_batch = ctx.shape[2]
-        for i in range(0, len(heads), n_batch):
-            ctx.decode(heads[i : i + n_batch])
-        ctx.decode(tails)
-        return list(range(len(tails)))
-
-    def _advance(self, seq: int, row: np.ndarray, state: NoteState, rng: np.random.Generator) -> tuple[int, int]:
+    def advance(self, seq: int, row: np.ndarray) -> int:
+        """Sample sequence `seq`'s next AMT id from its MIDI logits row; records it (and what `inject` adds after
+        it) and whether the sequence is done."""
+        state = self.states[seq]
         # Broken weights (random bytes, NaN) give NaN logits, and the sampler then always picks the lowest id:
         # counted here so the result can say so. max() is the cheap test (~20 us a row): NaN and +inf survive it.
         if not math.isfinite(row.max()):
             self.nonfinite[seq] += 1
-        amt_id = sampling.sample_next(row, state, self.params, rng)
+        amt_id = sampling.sample_next(row, state, self.params, self.rngs[seq])
         state.update(amt_id)
         out = self.tokens[seq]
         out.append(amt_id)
@@ -496,11 +533,30 @@ class Generation:
             state.extend(added)
             out += added
             self.finished[seq] = len(out) >= self.max_new_tokens
-        return seq, amt_id
+        return amt_id
 
 
-def _decode_prompt(model: Model, ctx: _Context, prompt: list[int]) -> int:
-    """Evaluate the prompt as sequence 0; returns the batch index whose logits come next.
+Item = tuple[int, int, int, bool]  # (model token id, position, llama sequence id, wants logits)
+
+
+def feed_batches(model: Model, feeds: Sequence[tuple[int, int, int, Sequence[int]]]) -> tuple[list[Item], list[Item]]:
+    """(heads, tails) for feeds of (llama seq id, prompt length, tokens already fed, AMT ids to feed).
+
+    Without injected tokens a feed is one token, and this is one decode of one token per sequence. Injected ones
+    (all of a feed but its last id) go in the heads, without logits; each feed's last id goes in the tails, with
+    logits: tail i's row is batch index i of the tails' decode.
+    """
+    heads: list[Item] = []
+    tails: list[Item] = []
+    for seq, base, done, new in feeds:
+        pos = base + done
+        heads += [(model.token_id(tok), pos + i, seq, False) for i, tok in enumerate(new[:-1])]
+        tails.append((model.token_id(new[-1]), pos + len(new) - 1, seq, True))
+    return heads, tails
+
+
+def _decode_prompt(model: Model, ctx: _Context, prompt: list[int], seq: int = 0) -> int:
+    """Evaluate the prompt as sequence `seq`; returns the batch index whose logits come next.
 
     Two decodes in both layouts: the text, then AUTOREGRESS (and any continuation)
     as MIDI ids. A midi-head model takes the text as input vectors from its
@@ -511,10 +567,10 @@ def _decode_prompt(model: Model, ctx: _Context, prompt: list[int]) -> int:
     n_text = next(i for i, tok in enumerate(prompt) if tok >= vocab.TEXT_VOCAB_SIZE)
     text, midi = prompt[:n_text], [tok - vocab.TEXT_VOCAB_SIZE for tok in prompt[n_text:]]
     if model.companion is None:
-        ctx.decode([(tok, pos, 0, False) for pos, tok in enumerate(text)])
+        ctx.decode([(tok, pos, seq, False) for pos, tok in enumerate(text)])
     else:
-        ctx.decode_vectors(model.companion.rows(text), 0)
-    ctx.decode([(model.token_id(tok), n_text + i, 0, i == len(midi) - 1) for i, tok in enumerate(midi)])
+        ctx.decode_vectors(model.companion.rows(text), 0, seq)
+    ctx.decode([(model.token_id(tok), n_text + i, seq, i == len(midi) - 1) for i, tok in enumerate(midi)])
     return len(midi) - 1
 
 

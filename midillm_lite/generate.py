@@ -167,6 +167,7 @@ class GenerationResult:
             ],
             "timings": {
                 "prompt_tokens": t.prompt_tokens,
+                "queue_s": round(t.queue_s, 4),
                 "prompt_s": round(t.prompt_s, 4),
                 "generation_s": round(t.steps_s, 4),
                 "decode_s": round(t.decode_s, 4),
@@ -255,6 +256,33 @@ class Generator:
         Setting `cancel` (from any thread) stops sampling at the next step; the result is then partial, as
         after Ctrl-C (`interrupted`), and keeps what was made.
         """
+        plan = self.prepare(prompt, n=n, seed=seed, temperature=temperature, top_p=top_p, top_k=top_k,
+                            strict=strict, max_tokens=max_tokens, seconds=seconds, continuation=continuation,
+                            instruments=instruments, grid=grid, anticipation=anticipation)  # fmt: skip
+        interrupted = _drive(plan.generation, on_step, cancel)
+        return self.finish(plan, interrupted=interrupted)
+
+    def prepare(
+        self,
+        prompt: str,
+        *,
+        n: int = 4,
+        seed: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int = 0,
+        strict: bool = True,
+        max_tokens: int | None = None,
+        seconds: float | None = None,
+        continuation: Continuation | None = None,
+        instruments: frozenset[int] | None = None,
+        grid: GridRequest | None = None,
+        anticipation: Anticipation | None = None,
+    ) -> Plan:
+        """`generate` up to sampling: every check, the prompt's tokens, and an engine Generation not yet run.
+
+        Whoever runs the Generation (generate's own loop, or batching.BatchScheduler) passes it to `finish`.
+        """
         info = self.info
         _check_modes(continuation, anticipation, seconds)
         check_settings(prompt, n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_tokens,
@@ -290,41 +318,60 @@ class Generator:
             inject=anticipation.schedule(n) if anticipation else None,
             initial_state=_anticipation_state(anticipation),
         )
-        interrupted = _drive(generation, on_step, cancel)
+        return Plan(prompt, generation, seconds, limit, continuation, anticipation, grid, warnings, started)
+
+    def finish(self, plan: Plan, *, interrupted: bool) -> GenerationResult:
+        """The result of a prepared Generation once it has run (to its end, or `interrupted`: partial outputs)."""
+        generation, params = plan.generation, plan.generation.params
         outputs = [
             _make_output(
                 i,
                 tokens,
-                continuation,
+                plan.continuation,
                 partial=interrupted and not generation.finished[i],
                 strict=params.strict,
-                limit=limit,
-                grid=grid,
-                anticipation=anticipation,
+                limit=plan.limit,
+                grid=plan.grid,
+                anticipation=plan.anticipation,
             )
             for i, tokens in enumerate(generation.tokens)
         ]
         for output, nonfinite in zip(outputs, generation.nonfinite, strict=False):
             output.degenerate = degenerate_reason(_events(output.tokens), nonfinite)
         return GenerationResult(
-            prompt=prompt,
+            prompt=plan.prompt,
             seed=generation.seed,
             params=params,
             max_tokens=generation.max_new_tokens,
-            seconds=seconds,
+            seconds=plan.seconds,
             outputs=outputs,
             timings=generation.timings,
-            model=info,
+            model=self.info,
             threads=self.model.n_threads,
             gpu_layers=self.model.n_gpu_layers,
-            continuation=continuation,
-            anticipation=anticipation,
+            continuation=plan.continuation,
+            anticipation=plan.anticipation,
             interrupted=interrupted,
-            wall_s=time.perf_counter() - started,
+            wall_s=time.perf_counter() - plan.started,
             model_sha256=self.sha256_prefix(),
             model_name=self.choice.name,
-            warnings=warnings,
+            warnings=plan.warnings,
         )
+
+
+@dataclass
+class Plan:
+    """A generation prepared by Generator.prepare: the engine Generation to run and what `finish` needs after it."""
+
+    prompt: str
+    generation: Generation
+    seconds: float | None
+    limit: int | None  # the arrival time (ticks) that ends an output (_time_limit)
+    continuation: Continuation | None
+    anticipation: Anticipation | None
+    grid: GridRequest | None
+    warnings: list[str]
+    started: float  # perf_counter when generate was called, for wall_s
 
 
 def check_settings(

@@ -43,3 +43,4 @@ MAX_SLOTS = MAX_OUTPUTS  # sequences decoded together across requests (the sched
 MIN_LOUDNESS, MAX_LOUDNESS = -60.0, -6.0
 MAX_RENDER_SECONDS = 360.0
 MAX_RENDER_SECONDS_LIMIT = 3600.0
+MAX_QUEUE = 100_000  # requests waiting for a batch scheduler: far past any real queue, far from memory trouble

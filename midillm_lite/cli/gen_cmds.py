@@ -43,6 +43,7 @@ from .params import (
     OUTPUTS,
     SECONDS,
     SEED,
+    SLOTS,
     STEPS,
     TEMPERATURE,
     THREADS,
@@ -159,6 +160,14 @@ def gen_command(
             "derives from --seed and its line number. " + NOT_UTF8,
         ),
     ] = None,
+    slots: Annotated[
+        int | None,
+        typer.Option(
+            parser=parser(SLOTS),
+            help=f"With --prompts-file: outputs decoded at once, over all prompts ({SLOTS.describe()}).",
+            show_default="4, or -n if larger",
+        ),
+    ] = None,
     interactive: Annotated[
         bool, typer.Option("--interactive", "-i", help="Prompt loop; the model loads once.")
     ] = False,
@@ -270,6 +279,10 @@ def gen_command(
     )  # fmt: skip
     controls = ControlFlags.parse(tempo=tempo, meter=meter, instruments=instruments, key=key, dynamics=dynamics)
     audio_settings = resolve_audio(audio, no_audio, soundfont, loudness)
+    if prompts_file is not None and cluster is None:
+        from .batch_gen import check_slots
+
+        slots = check_slots(slots, n_outputs)
     talk = not quiet and not as_json
     if not quiet and temperature is not None:
         for warning in setting_warnings(n=n_outputs, temperature=temperature):
@@ -308,6 +321,10 @@ def gen_command(
                 max_tokens=gen.info.max_new_tokens if max_tokens is None else max_tokens,
                 may_stop_early=strict or seconds is not None,
             )
+            if prompts_file is not None:  # all prompts at once, through the batch scheduler
+                no_music = _batched(gen, list(prompts), root, settings, run_seed, controls, slots, as_json=as_json,
+                                    quiet=quiet, png=png, audio=audio_settings)  # fmt: skip
+                prompts = iter(())
             for number, text in prompts:
                 where = out if claim is not None else root
                 each = settings if number is None else {**settings, "seed": prompt_seed(run_seed, number)}
@@ -357,7 +374,42 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, flags: C
         with AudioProgress(enabled=not quiet and not as_json) as rendering:
             saved = save_generation(folder, result, text, controls=controls.to_dict(), png=png, audio=audio,
                                     stop=lambda: bool(gate.caught), on_audio=rendering.update)  # fmt: skip
-        paths, failed, stats = saved.midi_paths, saved.errors, saved.stats
+    _report(result, saved, as_json=as_json, quiet=quiet, caught=bool(gate.caught), noted=noted)
+    return result, result.interrupted or bool(gate.caught)
+
+
+def _batched(gen, prompts: list[tuple[int | None, str]], root: Path, settings: dict, run_seed: int,
+             flags: ControlFlags, slots: int, *, as_json: bool, quiet: bool, png: bool,
+             audio: AudioSettings | None) -> bool:  # fmt: skip
+    """--prompts-file: all prompts through the batch scheduler; True when some prompt made no music."""
+    from .batch_gen import run_prompts
+
+    per_prompt = [settings if number is None else {**settings, "seed": prompt_seed(run_seed, number)}
+                  for number, _ in prompts]  # fmt: skip
+    done, interrupted = run_prompts(gen, [text for _, text in prompts], per_prompt, root=root, flags=flags,
+                                    slots=slots, png=png, audio=audio, show=not quiet and not as_json)  # fmt: skip
+    noted: set[str] = set()
+    for item in done:
+        if item.result is not None and item.saved is not None:
+            _report(item.result, item.saved, as_json=as_json, quiet=quiet, noted=noted)
+            if not quiet:
+                line = outcome_line(item.result, demo=gen.choice.bundled, seconds=settings["seconds"])
+                if line:
+                    typer.echo(line, err=True)
+        elif item.error is not None:
+            typer.echo(f"error: prompt {item.index + 1} ({item.text!r}) failed; the others went on", err=True)
+    if interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    errors = [item.error for item in done if item.error is not None]
+    if errors:
+        raise errors[0]
+    return any(all(o.failed for o in item.result.outputs) for item in done if item.result is not None)
+
+
+def _report(result: GenerationResult, saved, *, as_json: bool, quiet: bool, caught: bool = False,
+            noted: set[str] | None = None) -> None:  # fmt: skip
+    """What gen prints for one written folder: notes, warnings, the table or JSON line, interruption, CPU hints."""
+    paths, failed, stats, folder = saved.midi_paths, saved.errors, saved.stats, saved.folder
     noted = set() if noted is None else noted
     note = saved.audio_note.render(flag) if saved.audio_note else None
     if note and note not in noted and (saved.audio_stopped or not quiet):
@@ -374,15 +426,14 @@ def _one(gen, text: str, where: Path, new_folder: bool, settings: dict, flags: C
         Progress.final_table(result, paths, folder)
     if result.interrupted:
         typer.echo(f"interrupted: partial outputs written to {folder}", err=True)
-    elif gate.caught:
+    elif caught:
         skipped = "; the audio not yet rendered was skipped" if saved.audio_stopped else ""
         typer.echo(f"interrupted after sampling ended: the outputs in {folder} are complete{skipped}", err=True)
-    if gate.caught and result.interrupted:
+    if caught and result.interrupted:
         typer.echo("(a further signal arrived while writing; the files were finished first)", err=True)
     hint = contention_hint(result)
     if hint and not quiet:
         typer.echo(hint, err=True)
-    return result, result.interrupted or bool(gate.caught)
 
 
 def outcome_line(result: GenerationResult, *, demo: bool, seconds: float | None) -> str | None:

@@ -28,6 +28,7 @@ from ..limits import (
     MAX_RENDER_SECONDS_LIMIT,
     MAX_SECONDS,
     MAX_SEED,
+    MAX_SLOTS,
     MAX_THREADS,
     MAX_TOP_K,
     MAX_WORKERS,
@@ -99,6 +100,7 @@ SEED = Bounds(0, MAX_SEED, integer=True)
 MAX_TOKENS = Bounds(MIN_NEW_TOKENS, MAX_NEW_TOKENS, integer=True, note="the model's context may allow fewer")
 THREADS = Bounds(1, MAX_THREADS, integer=True)
 WORKERS = Bounds(1, MAX_WORKERS, integer=True)
+SLOTS = Bounds(1, MAX_SLOTS, integer=True)
 GPU_LAYERS = Bounds(ALL_LAYERS, MAX_GPU_LAYERS, integer=True, note="-1: all")
 STEPS = Bounds(MIN_STEPS, MAX_NEW_TOKENS, integer=True)
 LOUDNESS = Bounds(MIN_LOUDNESS, MAX_LOUDNESS, note="LUFS, integrated")
