@@ -115,18 +115,22 @@ def test_inject_feeds_several_tokens_and_matches_the_engine(generator):
     plan.generation.inject = _control_triplet
     reference = plan.generation.run()
     expected = generator.finish(plan, interrupted=False)
-    plain = generator.generate(prompt, **kwargs)
+    plain = generator.prepare(prompt, **kwargs).generation.run()
     with BatchScheduler(generator, slots=4) as scheduler:
         results = run_all(scheduler, [(prompt, kwargs), *REQUESTS[:2]], inject=_control_triplet)
     got = results[0]
     assert [o.tokens for o in got.outputs] == [o.tokens for o in expected.outputs]
     assert [o.generated for o in got.outputs] == [len(t) for t in reference.tokens]
-    for tokens, seq in zip(reference.tokens, range(2), strict=True):
-        assert ANOTE_OFFSET + 60 + seq in tokens[12:15]  # injected after the 4th note...
-    events = [[t for t in tokens if t < ATIME_OFFSET] for tokens in reference.tokens]
-    plain_tokens = [o.tokens for o in plain.outputs]
-    for mine, other in zip(events, plain_tokens, strict=True):
-        assert mine[:12] == other[:12] and mine != other[: len(mine)]  # ...and decoded: the music after it changed
+    for tokens, before, seq in zip(reference.tokens, plain.tokens, range(2), strict=True):
+        assert tokens[:12] == before[:12]  # the same run until the first injection...
+        assert tokens[12:15] == _control_triplet(seq, tokens[:12], _state_at_note_start(tokens[:12]))  # ...then it
+        assert len(tokens) == 60 and tokens[15:] != before[12:57]  # and the sequence went on from there
+
+
+def _state_at_note_start(tokens: list[int]):
+    from midillm_lite.sampling import NoteState
+
+    return NoteState().extend(tokens)
 
 
 def test_cancel_ends_one_request_others_unchanged(generator):

@@ -63,11 +63,13 @@ def line_numbers(path: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def reference(model, prompts_file, tmp_path_factory) -> dict[str, list[int]]:
-    """Plain `gen --prompts-file` (no cluster), same seed and threads: each prompt's tokens."""
+    """Plain `gen --prompts-file` (no cluster), same seed and threads, one prompt at a time (--slots = -n: batched
+    prompts share decodes, which llama.cpp may round differently): each prompt's tokens."""
     out = tmp_path_factory.mktemp("plain")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(out)
-        code = _in_process(["--prompts-file", str(prompts_file), "-m", model, *SETTINGS, "--threads", "1", "-q"])
+        code = _in_process(["--prompts-file", str(prompts_file), "-m", model, *SETTINGS, "--threads", "1", "-q",
+                            "--slots", "1"])  # fmt: skip
     assert code == 0
     folders = [f for f in out.joinpath("midillm-out").iterdir()]
     assert len(folders) == len(PROMPTS)

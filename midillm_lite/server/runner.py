@@ -1,9 +1,8 @@
 """Which scheduler runs the server's generations: chosen in `make_runner` only, so swapping it is a one-line change.
 
 A runner has `generate(prompt, *, cancel=None, **kwargs) -> GenerationResult` (Generator.generate's keywords,
-blocking, thread-safe) and `close()`. The continuous-batching `BatchScheduler` (midillm_lite.batching, where it
-exists) lets concurrent callers share decode steps; until it is merged the server uses `SerialRunner`, which
-runs one generation at a time.
+blocking, thread-safe) and `close()`. The server uses the continuous-batching `BatchScheduler`
+(midillm_lite.batching): concurrent callers share decode steps. `SerialRunner` runs one generation at a time.
 """
 
 from __future__ import annotations
@@ -40,8 +39,10 @@ class SerialRunner:
 def make_runner(generator: Generator, *, slots: int) -> tuple[Runner, int]:
     """The scheduler the server uses, and how many requests to hand it at once (worker threads).
 
-    With BatchScheduler this becomes `return BatchScheduler(generator, slots=slots), slots`: each worker blocks in
-    its generate() while the scheduler decodes every worker's sequences together. SerialRunner gets one worker, so
-    waiting requests stay in the server's queue, where a cancel removes them before they start.
+    Each of `slots` workers blocks in the BatchScheduler's generate() while it decodes every worker's sequences
+    together; a request waits in the server's queue (where a cancel removes it before it starts) until a worker
+    is free, and in the scheduler's until its n sequences have slots.
     """
-    return SerialRunner(generator, slots=slots), 1
+    from ..batching import BatchScheduler
+
+    return BatchScheduler(generator, slots=slots, max_queue=slots), slots
