@@ -20,6 +20,7 @@ from midillm_lite.amt.vocab import ADUR_OFFSET, ANOTE_OFFSET, ATIME_OFFSET
 from midillm_lite.batching import BatchScheduler, QueueFull, SchedulerClosed
 from midillm_lite.errors import UserError
 from midillm_lite.generate import Generator
+from midillm_lite.promptfile import prompt_seed
 
 # Concurrent requests: more sequences than slots, so some wait and reuse the slots others freed. llama.cpp's CPU
 # kernels round a decode of one token differently from a decode of several (on this F32 model every decode of 2+
@@ -240,7 +241,9 @@ def test_prompts_file_runs_batched_with_the_tokens_of_single_runs(tiny_gguf, tmp
     # Free mode on random weights may make no notes (exit 1, the outputs kept under rejected/): tokens still count.
     assert code in (0, 1) and "Traceback" not in err, err
     assert "prompts done" in err  # the batch's own progress line (stderr is not a terminal here)
-    code, _, err = run_cli(["gen", PROMPTS[1], "-m", model, *CLI_FAST, "-q", "-o", str(tmp_path / "one")], capsys)
+    # A prompts file gives each line its own seed, from --seed and the line number: the fiddle reel is line 2.
+    alone = [*CLI_FAST[:-1], str(prompt_seed(int(CLI_FAST[-1]), 2))]
+    code, _, err = run_cli(["gen", PROMPTS[1], "-m", model, *alone, "-q", "-o", str(tmp_path / "one")], capsys)
     assert code in (0, 1), err
     batch = _folders(tmp_path / "batch")
     assert sorted(batch) == ["a-fast-fiddle-reel", "a-jazz-trio", "a-slow-piano-ballad"]
