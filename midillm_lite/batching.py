@@ -189,9 +189,9 @@ class BatchScheduler:
 
         `on_step(progress, timings)` runs in the calling thread with the latest progress (steps are coalesced
         when it is slower than the batch). `cancel` (set from any thread) ends the request at the next step with
-        a partial result, as does Ctrl-C in the calling thread; a request cancelled before it started holds no
-        tokens. `inject` (engine.InjectFn) adds ids after each sampled token, decoded with it at the next step.
-        Raises QueueFull when `max_queue` requests wait already, SchedulerClosed after close().
+        a partial result, as does Ctrl-C in the calling thread; a request cancelled before it started has no
+        outputs (nothing was made). `inject` (engine.InjectFn) adds ids after each sampled token, decoded with it
+        at the next step. Raises QueueFull when `max_queue` requests wait already, SchedulerClosed after close().
         """
         plan = self.generator.prepare(prompt, **kwargs)
         if inject is not None:
@@ -435,8 +435,6 @@ class BatchScheduler:
     def _complete(self, request: _Request, *, interrupted: bool) -> None:
         for slot in sorted(request.held):  # cancelled, failed, or finished at once
             self._give_back(request, slot)
-        if not request.generation.tokens:  # cancelled before admission: an empty result of the right shape
-            request.generation.begin()
         with self._lock:
             if request in self._running:
                 self._running.remove(request)

@@ -58,7 +58,8 @@ def wait_running(server, job_id: str, headers: dict | None = None) -> None:
 @pytest.fixture(scope="module")
 def server(tiny_gguf, tmp_path_factory):
     out = tmp_path_factory.mktemp("serve-out")
-    with ServerProcess(tiny_gguf(), out, "--threads", "2", "--queue", "2") as proc:
+    # 2 slots: a long n=1 generation leaves too few for an n=2 one, which waits in the batch scheduler.
+    with ServerProcess(tiny_gguf(), out, "--threads", "2", "--queue", "2", "--slots", "2") as proc:
         yield proc
         assert proc.stop(signal.SIGTERM) == 0, "".join(proc.lines)
 
@@ -182,7 +183,8 @@ def test_cancel_keeps_the_partial_output_and_a_full_queue_is_429(server) -> None
     status, running = call_json(server, "POST", "/v1/generations", LONG)
     assert status == 202
     wait_running(server, running["id"])
-    waiting = [call_json(server, "POST", "/v1/generations", QUICK)[1] for _ in range(2)]  # --queue 2: full
+    # The first waits in the batch scheduler for slots (its worker taken), the next two fill --queue 2.
+    waiting = [call_json(server, "POST", "/v1/generations", QUICK)[1] for _ in range(3)]
     status, body = call_json(server, "POST", "/v1/generations", QUICK)
     assert status == 429 and "waiting" in body["error"]
     assert call_json(server, "POST", f"/v1/generations/{waiting[0]['id']}/cancel")[0] == 202
@@ -212,7 +214,8 @@ def test_a_short_load_loses_nothing(server) -> None:
     ids=["term", "int", "int-term-int"],
 )
 def test_a_signal_keeps_running_work_and_a_restart_lists_it(tiny_gguf, tmp_path: Path, signals, code) -> None:
-    with ServerProcess(tiny_gguf(), tmp_path, "--threads", "2") as server:
+    # 2 slots: the n=2 request waits in the batch scheduler behind the long n=1 one, so it never starts.
+    with ServerProcess(tiny_gguf(), tmp_path, "--threads", "2", "--slots", "2") as server:
         job = call_json(server, "POST", "/v1/generations", LONG)[1]
         queued = call_json(server, "POST", "/v1/generations", QUICK)[1]
         wait_running(server, job["id"])
