@@ -11,7 +11,6 @@ partial outputs are written; a later signal is only recorded.
 from __future__ import annotations
 
 import concurrent.futures
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -19,15 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.live import Live
 from rich.table import Table
 
 from ..batching import DEFAULT_SLOTS, BatchScheduler
 from ..errors import Opt, UserError
 from ..outputs import new_output_dir, save_generation
-from . import InterruptGate, is_terminal
-from .progress import PLAIN_EVERY_S, REFRESH_S, format_duration
+from . import InterruptGate
+from .progress import PLAIN_EVERY_S, REFRESH_S, LiveLine, format_duration
 
 if TYPE_CHECKING:
     from ..audio import AudioSettings
@@ -116,31 +113,18 @@ def run_prompts(gen: Generator, prompts: list[str], settings: list[dict], *, roo
     return sorted(done, key=lambda d: d.index), interrupted
 
 
-class BatchProgress:
+class BatchProgress(LiveLine):
     """Progress of many prompts at once: a live table on a terminal, a plain line now and then elsewhere.
 
     Updated from the prompts' threads (each generation's on_step runs in the thread that waits for it).
     """
 
     def __init__(self, prompts: list[str], *, enabled: bool):
+        super().__init__(enabled=enabled)
         self.prompts = prompts
-        self.enabled = enabled
-        self.tty = is_terminal(sys.stderr)
         self.lock = threading.Lock()
         self.rows: dict[int, tuple[int, int, str]] = {}  # prompt index -> (tokens, notes, status)
         self.started = time.perf_counter()
-        self.last_draw = 0.0
-        self.live: Live | None = None
-
-    def __enter__(self) -> BatchProgress:
-        if self.enabled and self.tty:
-            self.live = Live(console=Console(stderr=True), auto_refresh=False, transient=True)
-            self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.live is not None:
-            self.live.__exit__(*exc)
 
     def updater(self, index: int):
         def update(outputs: list[OutputProgress], timings: Timings) -> None:

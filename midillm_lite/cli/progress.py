@@ -178,17 +178,18 @@ def _live_table(outputs: list[OutputProgress], text: str) -> Table:
     return table
 
 
-class AudioProgress:
-    """The render phase on a terminal: one transient line, `rendering audio 2 of 4: gen_2.mp3, 40%`; nothing
-    off a terminal (the files and the final lines say what was made)."""
+class LiveLine:
+    """A transient rich Live display on stderr while the `with` block runs, when `enabled` and stderr is a terminal
+    (`live` is None otherwise); redrawn only when asked (`live.update(..., refresh=True)`)."""
 
     def __init__(self, *, enabled: bool):
         self.live: Live | None = None
-        self.enabled = enabled and is_terminal(sys.stderr)
+        self.enabled = enabled
+        self.tty = is_terminal(sys.stderr)
         self.last_draw = 0.0
 
-    def __enter__(self) -> AudioProgress:
-        if self.enabled:
+    def __enter__(self):
+        if self.enabled and self.tty:
             self.live = Live(console=Console(stderr=True), auto_refresh=False, transient=True)
             self.live.__enter__()
         return self
@@ -196,6 +197,11 @@ class AudioProgress:
     def __exit__(self, *exc) -> None:
         if self.live is not None:
             self.live.__exit__(*exc)
+
+
+class AudioProgress(LiveLine):
+    """The render phase on a terminal: one transient line, `rendering audio 2 of 4: gen_2.mp3, 40%`; nothing
+    off a terminal (the files and the final lines say what was made)."""
 
     def update(self, number: int, count: int, path: Path, fraction: float) -> None:
         now = time.perf_counter()
