@@ -125,6 +125,28 @@ def test_a_cluster_run_gives_the_plain_runs_music_and_a_second_run_does_nothing(
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # not one file written again
 
 
+def test_slots_let_a_worker_batch_several_prompts(model, address, prompts_file, tmp_path, capsys):
+    # --slots 3 at n=1: each worker's BatchScheduler decodes 3 prompts together (the tokens may then differ from
+    # a one-at-a-time run at the bit level, so only completeness and the seeds are checked here).
+    from midillm_lite.cluster.ray_run import prompts_per_worker
+
+    assert [prompts_per_worker(s, n) for s, n in ((1, 1), (3, 1), (4, 2), (5, 2), (2, 4))] == [1, 3, 2, 2, 1]
+    out = tmp_path / "out"
+    code, _, err = run_cli(["gen", *cluster_args(model, prompts_file, out), "--slots", "3"], capsys)
+    assert code == 0, err
+    numbers = line_numbers(prompts_file)
+    folders = sorted(p for p in out.iterdir() if p.is_dir())
+    assert len(folders) == len(PROMPTS) and all(is_complete(f) for f in folders)
+    for folder in folders:
+        stats = json.loads((folder / "generation_stats.json").read_text())
+        text = (folder / "prompt.txt").read_text().strip()
+        assert stats["sampling"]["seed"] == prompt_seed(int(SEED), numbers[text])
+        assert read_tokens(folder / "gen_1_tokens.txt")
+    code, _, err = run_cli(["gen", *cluster_args(model, prompts_file, tmp_path / "b"), "-n", "2", "--slots", "1"],
+                           capsys)  # fmt: skip
+    assert code != 0 and "--slots is 1 but each prompt has 2 outputs" in err
+
+
 def _driver(model, prompts, out, address) -> subprocess.Popen:
     args = cluster_args(model, prompts, out, cluster=f"ray:{address}")
     return subprocess.Popen([sys.executable, "-m", "midillm_lite", "gen", *args], cwd=ROOT, stderr=subprocess.PIPE,

@@ -24,7 +24,7 @@ FAILED_SHOWN = 3  # failed lines named in the closing error; the summary file li
 def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | None, interactive: bool, out: Path | None,
                    model: str | None, workers: int | None, threads_per_worker: int | None, threads: int | None,
                    load: dict[str, Any], settings: dict[str, Any], controls: ControlFlags, png: bool, audio,
-                   quiet: bool, as_json: bool, force: bool) -> None:  # fmt: skip
+                   quiet: bool, as_json: bool, force: bool, slots: int | None = None) -> None:  # fmt: skip
     """Check what a cluster run needs before anything starts, run it, and end with one line (or one error)."""
     spec = ClusterSpec.parse(cluster)
     if prompt is not None or interactive or prompts_file is None:
@@ -60,7 +60,7 @@ def gen_on_cluster(cluster: str, *, prompt: str | None, prompts_file: Path | Non
         try:
             if plan.todo:
                 run_on_ray(plan, summary, spec=spec, model=model, load=load, settings=run_settings, controls=controls,
-                           workers=workers, threads_per_worker=threads_per_worker, png=png, audio=audio,
+                           workers=workers, threads_per_worker=threads_per_worker, png=png, audio=audio, slots=slots,
                            on_event=_printer(summary, talk=talk, as_json=as_json))  # fmt: skip
         except KeyboardInterrupt:
             summary.interrupted = True

@@ -164,7 +164,8 @@ def gen_command(
         int | None,
         typer.Option(
             parser=parser(SLOTS),
-            help=f"With --prompts-file: outputs decoded at once, over all prompts ({SLOTS.describe()}).",
+            help=f"With --prompts-file: outputs decoded at once, over all prompts ({SLOTS.describe()}); with "
+            "--cluster, per worker (default -n: one prompt at a time, the same tokens however a run is split).",
             show_default="4, or -n if larger",
         ),
     ] = None,
@@ -279,7 +280,7 @@ def gen_command(
     )  # fmt: skip
     controls = ControlFlags.parse(tempo=tempo, meter=meter, instruments=instruments, key=key, dynamics=dynamics)
     audio_settings = resolve_audio(audio, no_audio, soundfont, loudness)
-    if prompts_file is not None and cluster is None:
+    if prompts_file is not None and (cluster is None or slots is not None):
         from .batch_gen import check_slots
 
         slots = check_slots(slots, n_outputs)
@@ -294,7 +295,7 @@ def gen_command(
                               model=model, workers=workers, threads_per_worker=threads_per_worker, threads=threads,
                               load={"device": device.value, "gpu_layers": gpu_layers}, settings=settings,
                               controls=controls, png=png, audio=audio_settings, quiet=quiet, as_json=as_json,
-                              force=force)  # fmt: skip
+                              force=force, slots=slots)  # fmt: skip
     if workers is not None or threads_per_worker is not None:
         raise UserError("--workers and --threads-per-worker go with --cluster")
     prompts = _prompts(prompt, prompts_file, interactive, quiet=quiet)

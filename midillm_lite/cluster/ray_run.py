@@ -19,7 +19,6 @@ import contextlib
 import logging
 import os
 import socket
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from .plan import Job, RunPlan, RunSummary, WorkerTally, write_job
 
 if TYPE_CHECKING:
     from ..audio import AudioSettings
+    from ..batching import BatchScheduler
     from ..controls import ControlFlags
     from ..generate import GenerationResult, Generator
 
@@ -67,28 +67,16 @@ class ClusterSpec:
 # --- the scheduler each worker generates with ------------------------------------------------------------------------
 
 
-class SerialScheduler:
-    """Stand-in for batching.BatchScheduler (same interface) until it is merged: one prompt at a time."""
+def make_scheduler(generator: Generator, slots: int) -> BatchScheduler:
+    """The one place the scheduler is chosen: batching.BatchScheduler, with `slots` sequences decoded together."""
+    from ..batching import BatchScheduler
 
-    def __init__(self, generator: Generator, *, slots: int = 1):
-        self.generator = generator
-        self._lock = threading.Lock()
-
-    def generate(self, prompt: str, *, cancel: threading.Event | None = None, **kwargs) -> GenerationResult:
-        with self._lock:
-            return self.generator.generate(prompt, cancel=cancel, **kwargs)
-
-    def close(self) -> None:
-        self.generator.close()
+    return BatchScheduler(generator, slots=slots)
 
 
-# The one place the scheduler is chosen. With batching.BatchScheduler: `BatchScheduler(generator, slots=slots)` and
-# SLOTS = 4 (prompts a worker decodes together; the actor takes that many calls at once).
-SLOTS = 1
-
-
-def make_scheduler(generator: Generator, slots: int) -> SerialScheduler:
-    return SerialScheduler(generator, slots=slots)
+def prompts_per_worker(slots: int, n: int) -> int:
+    """Prompts a worker decodes together: as many as its slots hold at n outputs each (at least one)."""
+    return max(1, slots // n)
 
 
 # --- the worker ------------------------------------------------------------------------------------------------------
@@ -231,12 +219,15 @@ def run_on_ray(
     threads_per_worker: int | None = None,
     png: bool = True,
     audio: AudioSettings | None = None,
+    slots: int | None = None,
     on_event: Callable[[RunEvent], None] = lambda event: None,
 ) -> RunSummary:
     """Generate every job of `plan` on Ray and write each folder as it comes back; fills and returns `summary`.
 
     `load` holds Generator's keywords (device, gpu_layers); `settings` Generator.generate's (seed excepted: each
     job has its own). A KeyboardInterrupt stops the run: the folders written stay, the rest is done next time.
+    `slots`: sequences each worker's BatchScheduler decodes together; None: n, one prompt at a time, so every
+    decode holds the same tokens however the run is split or resumed (llama.cpp rounds by batch size).
     """
     started = time.perf_counter()
     local = None
@@ -247,7 +238,15 @@ def run_on_ray(
                                                 threads=threads_per_worker)  # fmt: skip
         summary.cluster = f"{spec.describe()}, {count} workers x {threads} threads"
         driver = _Driver(
-            ray, plan, summary, controls=controls, settings=settings, png=png, audio=audio, on_event=on_event
+            ray,
+            plan,
+            summary,
+            controls=controls,
+            settings=settings,
+            png=png,
+            audio=audio,
+            on_event=on_event,
+            slots=slots or settings.get("n", 1),
         )
         try:
             driver.start(count, model=model, load={**load, "threads": threads}, threads=threads)
@@ -269,7 +268,7 @@ class _Driver:
     the queue, and a `hello` probe waits for Ray to restart it (reloading the model) before it gets more.
     """
 
-    def __init__(self, ray, plan: RunPlan, summary: RunSummary, *, controls, settings, png, audio, on_event):
+    def __init__(self, ray, plan: RunPlan, summary: RunSummary, *, controls, settings, png, audio, on_event, slots):
         self.ray, self.plan, self.summary = ray, plan, summary
         self.controls, self.settings, self.on_event = controls, settings, on_event
         self.png, self.audio = png, audio  # the driver draws and renders each folder it writes
@@ -279,14 +278,16 @@ class _Driver:
         self.load: dict[int, int] = {}  # live worker -> prompts in flight
         self.attempts: dict[int, int] = {}  # line -> worker deaths it went through
         self.actors: dict[int, Any] = {}
+        self.slots = slots  # each worker's scheduler slots, and the prompts it takes at once
+        self.per_worker = prompts_per_worker(slots, settings.get("n", 1))
 
     def start(self, count: int, *, model: str | None, load: dict[str, Any], threads: int) -> None:
         from ray.exceptions import GetTimeoutError
 
         remote = self.ray.remote(PromptWorker).options(
-            num_cpus=threads, max_restarts=MAX_RESTARTS, max_task_retries=0, max_concurrency=SLOTS
+            num_cpus=threads, max_restarts=MAX_RESTARTS, max_task_retries=0, max_concurrency=self.per_worker + 1
         )
-        self.actors = {i: remote.remote(i, model, load, SLOTS) for i in range(1, count + 1)}
+        self.actors = {i: remote.remote(i, model, load, self.slots) for i in range(1, count + 1)}
         try:
             hellos = self.ray.get([actor.hello.remote() for actor in self.actors.values()], timeout=START_TIMEOUT_S)
         except GetTimeoutError as exc:
@@ -321,7 +322,7 @@ class _Driver:
     def _feed(self) -> None:
         # One prompt beyond what a worker decodes at once waits at its door, so it never idles for a round trip.
         for worker in list(self.load):
-            while self.pending and self.load[worker] < SLOTS + 1:
+            while self.pending and self.load[worker] < self.per_worker + 1:
                 job = self.pending.popleft()
                 prompt = self.controls.for_prompt(job.line.text)
                 kwargs = {**self.settings, "seed": job.seed, "instruments": prompt.instruments, "grid": prompt.grid}
