@@ -7,6 +7,12 @@ to the rendering's tempo. Pieces (not windows) are split into train and
 held-out by a hash of their corpus path, so no held-out piece leaks. The
 output is `dataset.npz` (token ids) plus `examples.jsonl` (captions and
 provenance) and `stats.json`, deterministic for a given corpus and seed.
+
+A share of the training windows is in AMT's anticipation mode (the prompt ends
+with ANTICIPATE; some notes become controls, laid out by
+`midillm_lite.amt.anticipation`'s `pad` and `anticipate`, the functions the
+runtime's infilling uses), with AMT's augmentations in its tokenizer's
+proportions (`augment`); held-out windows stay autoregressive.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from midillm_lite.amt import gm, vocab
+from midillm_lite.amt import anticipation, gm, vocab
 from midillm_lite.amt.codec import Note, encode_notes
 from midillm_lite.amt.midi import midi_to_notes
 
@@ -42,6 +48,20 @@ MIN_NOTES = 24
 HELD_OUT_EVERY = 20  # one piece in 20 is held out
 PARSE_TIMEOUT_S = 90
 RENDERINGS = 3  # renderings of each training piece: the score's tempo, then two drawn ones
+
+# --- anticipation-mode windows (AMT's tokenize.py) ---------------------------------------------------------------
+# AMT's tokenizer draws each copy of a piece from 10 augmentations: 1 plain (autoregressive), 1 span, 4 random and
+# 4 instrument. The demo keeps the plain share larger (ANTICIPATION_SHARE of the training windows are anticipated,
+# the rest autoregressive as before, so the text-to-MIDI figures keep their data) and splits the anticipated ones
+# as AMT splits its 9: span 1/9, random 4/9, instrument 4/9.
+ANTICIPATION_SHARE = 0.5
+AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT = "autoregressive", "span", "random", "instrument"
+NO_CONTROLS = "instrument, one instrument: no controls"  # AMT's fallback, still in anticipation mode
+AUGMENTATIONS = ((SPAN, 1), (RANDOM, 4), (INSTRUMENT, 4))
+SPAN_RATE = 0.05  # AMT's lambda: a span of controls starts on average 1/0.05 = 20 s after the last one ended
+SPAN_TICKS = vocab.DELTA  # AMT's spans last DELTA (5 s)
+RANDOM_RATES = 10  # AMT's ANTICIPATION_RATES: each note is a control with probability r/10, r drawn from 1..9
+MAX_TOKENS = vocab.DEFAULT_MAX_TOKENS  # anticipated windows (REST padding added) are cut to a default generation
 
 # (collection folder, file suffixes, files taken, scores taken per file, genre words, composer)
 SOURCES = (
@@ -197,21 +217,82 @@ def windows(notes: list[Note]) -> list[list[Note]]:
     return out
 
 
+def span_controls(notes: list[Note], rng: random.Random) -> list[bool]:
+    """AMT's `extract_spans`: 5 s spans of notes become controls, each starting an exponential gap (mean 20 s)
+    after the previous one ended; the first gap starts at the first note."""
+    mask: list[bool] = []
+    in_span, next_span, end_span = True, 0, 0
+    for note in notes:
+        if in_span and note.onset >= end_span:
+            in_span = False
+            next_span = note.onset + int(vocab.TIME_RESOLUTION * rng.expovariate(SPAN_RATE))
+        if not in_span and note.onset >= next_span:
+            in_span, end_span = True, note.onset + SPAN_TICKS
+        mask.append(in_span)
+    return mask
+
+
+def random_controls(notes: list[Note], rng: random.Random) -> list[bool]:
+    """AMT's `extract_random`: each note a control with probability r/10, r drawn once from 1..9."""
+    rate = rng.randrange(1, RANDOM_RATES) / RANDOM_RATES
+    return [rng.random() < rate for _ in notes]
+
+
+def instrument_controls(notes: list[Note], rng: random.Random) -> list[bool] | None:
+    """AMT's instrument augmentation: at least one instrument but not all become controls (None with only one:
+    AMT then keeps the window without controls, still in anticipation mode)."""
+    instruments = sorted({n.instrument for n in notes})
+    if len(instruments) < 2:
+        return None
+    chosen = rng.sample(instruments, 1 + rng.randrange(len(instruments) - 1))
+    return anticipation.instrument_mask(notes, frozenset(chosen))
+
+
+def anticipation_tokens(notes: list[Note], controls: list[bool]) -> list[int]:
+    """The AMT ids after ANTICIPATE, as AMT's tokenizer lays out a window: the events padded with REST to the
+    window's last onset, the controls interleaved `DELTA` ahead (`anticipation.pad`, `anticipation.anticipate`)."""
+    events = encode_notes([n for n, c in zip(notes, controls, strict=True) if not c]).tokens
+    control_ids = anticipation.control_tokens([n for n, c in zip(notes, controls, strict=True) if c])
+    end_time = max(n.onset for n in notes)
+    tokens, left = anticipation.anticipate(anticipation.pad(events, end_time), control_ids)
+    return (tokens + left)[:MAX_TOKENS]
+
+
+def augment(notes: list[Note], rng: random.Random, share: float = ANTICIPATION_SHARE) -> tuple[str, list[int] | None]:
+    """(augmentation, AMT ids after ANTICIPATE) for one training window; (AUTOREGRESSIVE, None) keeps it as is."""
+    if rng.random() >= share:
+        return AUTOREGRESSIVE, None
+    kind = rng.choices([k for k, _ in AUGMENTATIONS], weights=[w for _, w in AUGMENTATIONS])[0]
+    if kind == SPAN:
+        controls = span_controls(notes, rng)
+    elif kind == RANDOM:
+        controls = random_controls(notes, rng)
+    else:
+        controls = instrument_controls(notes, rng)
+        if controls is None:
+            kind, controls = NO_CONTROLS, [False] * len(notes)
+    tokens = anticipation_tokens(notes, controls)
+    if not any(t < vocab.REST for t in tokens[2::3]):  # every note a control: nothing to learn from
+        return AUTOREGRESSIVE, None
+    return kind, tokens
+
+
 class CaptionTokenizer:
-    """Prompt ids exactly as `engine.build_prompt` makes them: BOS, system prompt + caption + " ", AUTOREGRESS."""
+    """Prompt ids exactly as `engine.build_prompt` makes them: BOS, system prompt + caption + " ", then
+    AUTOREGRESS (or ANTICIPATE, as `build_prompt(..., anticipate=True)`)."""
 
     def __init__(self, vocab_gguf: Path = VOCAB_GGUF):
         import llama_cpp
 
         self._llama = llama_cpp.Llama(model_path=str(vocab_gguf), vocab_only=True, verbose=False)
 
-    def prompt(self, caption: str) -> list[int]:
+    def prompt(self, caption: str, anticipate: bool = False) -> list[int]:
         text = (vocab.SYSTEM_PROMPT + caption + " ").encode()
         ids = self._llama.tokenize(text, add_bos=False, special=False)
-        return [self._llama.token_bos(), *ids, vocab.MIDI_AUTOREGRESS_ID]
+        return [self._llama.token_bos(), *ids, vocab.MIDI_ANTICIPATE_ID if anticipate else vocab.MIDI_AUTOREGRESS_ID]
 
 
-def build(out: Path, *, seed: int, renderings: int, workers: int) -> dict:
+def build(out: Path, *, seed: int, renderings: int, workers: int, share: float = ANTICIPATION_SHARE) -> dict:
     start = time.monotonic()
     jobs = corpus_files(seed)
     log.info("parsing %d corpus files with %d workers", len(jobs), workers)
@@ -225,17 +306,24 @@ def build(out: Path, *, seed: int, renderings: int, workers: int) -> dict:
     for piece in pieces:
         held_out = is_held_out(piece.piece_id)
         rng = random.Random(f"{seed}:{piece.piece_id}")
+        # Its own generator, so that the renderings and captions are the ones drawn without augmentation.
+        augment_rng = random.Random(f"{seed}:{piece.piece_id}:anticipation")
         for r in range(1 if held_out else renderings):
             rendering = choose_rendering(piece.info, rng, original=r == 0)
             for w, window in enumerate(windows(render_notes(piece.notes, rendering))):
-                prompts.append(tokenizer.prompt(rendering.caption))
-                events.append(encode_notes(window).tokens)
+                mode, tokens = (AUTOREGRESSIVE, None) if held_out else augment(window, augment_rng, share)
+                prompts.append(tokenizer.prompt(rendering.caption, anticipate=tokens is not None))
+                events.append(encode_notes(window).tokens if tokens is None else tokens)
                 records.append({"piece": piece.piece_id, "collection": piece.info.collection, "window": w,
                                 "split": "test" if held_out else "train", "caption": rendering.caption,
-                                "ensemble": rendering.ensemble.name, "bpm": rendering.bpm})  # fmt: skip
+                                "ensemble": rendering.ensemble.name, "bpm": rendering.bpm,
+                                "mode": mode})  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     _save(out, prompts, events, records)
-    stats = _stats(pieces, records, events, parse_s, time.monotonic() - start, seed) | {"renderings": renderings}
+    stats = _stats(pieces, records, events, parse_s, time.monotonic() - start, seed) | {
+        "renderings": renderings,
+        "anticipation": anticipation_stats(records, events, share),
+    }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     (out / "pieces.jsonl").write_text(
         "".join(json.dumps({"piece": p.piece_id, **asdict(p.info)}) + "\n" for p in pieces)
@@ -255,6 +343,23 @@ def _save(out: Path, prompts: list[list[int]], events: list[list[int]], records:
     np.savez_compressed(out / "dataset.npz", prompt_ids=prompt_ids, prompt_offsets=prompt_offsets,
                         event_ids=event_ids, event_offsets=event_offsets, held_out=split)  # fmt: skip
     (out / "examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def anticipation_stats(records: list[dict], sequences: list[list[int]], share: float) -> dict:
+    """How many training windows each augmentation made, and how their tokens divide into events, REST and
+    controls (the card states the shares)."""
+    modes: dict[str, dict[str, int]] = {}
+    for record, seq in zip(records, sequences, strict=True):
+        if record["split"] != "train":
+            continue
+        entry = modes.setdefault(record["mode"], {"windows": 0, "event_notes": 0, "rests": 0, "controls": 0})
+        entry["windows"] += 1
+        notes = seq[2::3]
+        entry["controls"] += sum(t >= vocab.CONTROL_OFFSET for t in notes)
+        entry["rests"] += sum(t == vocab.REST for t in notes)
+        entry["event_notes"] += sum(t < vocab.REST for t in notes)
+    return {"share": share, "augmentations": dict(AUGMENTATIONS), "span_rate": SPAN_RATE,
+            "span_seconds": SPAN_TICKS / vocab.TIME_RESOLUTION, "modes": modes}  # fmt: skip
 
 
 def _stats(pieces, records, events, parse_s: float, total_s: float, seed: int) -> dict:
@@ -279,9 +384,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--renderings", type=int, default=RENDERINGS, help="renderings of each training piece")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
+    parser.add_argument("--anticipation-share", type=float, default=ANTICIPATION_SHARE,
+                        help="share of training windows in AMT anticipation mode")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    stats = build(args.out, seed=args.seed, renderings=args.renderings, workers=args.workers)
+    stats = build(args.out, seed=args.seed, renderings=args.renderings, workers=args.workers,
+                  share=args.anticipation_share)  # fmt: skip
     print(json.dumps({k: v for k, v in stats.items() if k != "collections"}))
     print(f"wrote {args.out}")
 

@@ -1,12 +1,15 @@
 """The demo network in torch: a small Llama with Hugging Face's exact conventions, and the strict-slot loss.
 
 Only the rows the model can touch are trained: the text tokens the captions
-use and the AMT event tokens (arrival times, durations, instrument-pitch),
-packed into a compact table (arrival-time rows computed from codes of their
-tick, see `DemoLlama`); `full_weights` scatters them back into the 183,286-row
-MIDI-LLM layout for export. The output layer is tied to the
-embedding (as Llama 3.2 1B) and evaluated only over the candidates of each
-triplet slot (arrival times, durations or instrument-pitch): the cost saving.
+use, the AMT event tokens (arrival times, durations, instrument-pitch, REST),
+AUTOREGRESS and ANTICIPATE, and the anticipated controls, packed into a
+compact table (arrival-time rows computed from codes of their tick, control
+rows from the event rows they mirror, see `DemoLlama`); `full_weights`
+scatters them back into the 183,286-row MIDI-LLM layout for export. The
+output layer is tied to the embedding (as Llama 3.2 1B) and evaluated only
+over the candidates of each triplet slot (arrival times, durations or
+instrument-pitch): the cost saving. Only events are predicted: controls are
+inputs, which the runtime inserts (AMT's `sample.generate`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,15 @@ from torch import nn
 
 from midillm_lite.amt import vocab
 
-EVENT_ROWS = vocab.REST  # AMT ids 0..27,511: arrival times, durations, instrument-pitch
+EVENT_ROWS = vocab.REST + 1  # AMT ids 0..27,512: arrival times, durations, instrument-pitch, REST
+CONTROL_ROWS = vocab.CONTROL_END - vocab.CONTROL_OFFSET  # mirror ids 0..27,511 (no control REST)
+# The strict masks `gen` samples under: REST is not among the note slot's candidates.
 SLOT_RANGES = ((vocab.TIME_OFFSET, vocab.DUR_OFFSET), (vocab.DUR_OFFSET, vocab.NOTE_OFFSET),
                (vocab.NOTE_OFFSET, vocab.REST))  # fmt: skip
+# Training scores the note slot as AMT's sampler allows it (`safe_logits`): instrument-pitch or REST, which pads
+# anticipation-mode sequences (`anticipation.pad`). REST is the last candidate, index MAX_NOTE.
+TRAIN_NOTE_RANGE = (vocab.NOTE_OFFSET, vocab.REST + 1)
+REST_TARGET = vocab.REST - vocab.NOTE_OFFSET
 
 
 @dataclass(frozen=True)
@@ -48,19 +57,21 @@ class Shape:
 
 
 class CompactVocab:
-    """Full-vocabulary ids <-> rows of the compact table: [text ids in use] + [AMT events] + [AUTOREGRESS]."""
+    """Full-vocabulary ids <-> rows of the compact table.
+
+    Rows: [text ids in use] + [AMT events and REST] + [AUTOREGRESS, ANTICIPATE] + [AMT controls].
+    """
 
     def __init__(self, text_ids: list[int]):
         self.text_ids = sorted(set(text_ids))
         self.event_base = len(self.text_ids)
         self.autoregress_row = self.event_base + EVENT_ROWS
-        self.rows = self.autoregress_row + 1
+        self.anticipate_row = self.autoregress_row + 1
+        self.control_base = self.anticipate_row + 1
+        self.rows = self.control_base + CONTROL_ROWS
         self._lookup = np.full(vocab.FULL_VOCAB_SIZE, -1, dtype=np.int64)
-        self._lookup[self.text_ids] = np.arange(self.event_base)
-        self._lookup[vocab.TEXT_VOCAB_SIZE : vocab.TEXT_VOCAB_SIZE + EVENT_ROWS] = self.event_base + np.arange(
-            EVENT_ROWS
-        )
-        self._lookup[vocab.MIDI_AUTOREGRESS_ID] = self.autoregress_row
+        full = self.full_ids()
+        self._lookup[full] = np.arange(len(full))
 
     def rows_of(self, full_ids: np.ndarray) -> np.ndarray:
         rows = self._lookup[full_ids]
@@ -74,7 +85,8 @@ class CompactVocab:
             [
                 np.array(self.text_ids, dtype=np.int64),
                 vocab.TEXT_VOCAB_SIZE + np.arange(EVENT_ROWS),
-                [vocab.MIDI_AUTOREGRESS_ID],
+                [vocab.MIDI_AUTOREGRESS_ID, vocab.MIDI_ANTICIPATE_ID],
+                vocab.TEXT_VOCAB_SIZE + vocab.CONTROL_OFFSET + np.arange(CONTROL_ROWS),
             ]
         )
 
@@ -147,6 +159,10 @@ class DemoLlama(nn.Module):
     So every tick's row is one learned linear map of fixed sinusoidal codes of the tick: all ticks share what is
     learned, and "a little after tick t" is the same rotation for every t. The rows are materialised into the
     ordinary embedding at export, so the GGUF is a plain Llama.
+
+    Control rows (AMT's anticipated notes) are the event rows they mirror plus one learned vector per slot kind
+    (time, duration, instrument-pitch): a control means the same note as its event, marked as given ahead. Free
+    control rows would be 27,512 more rows, the rarely seen ones drifting as free time rows did.
     """
 
     def __init__(self, shape: Shape, compact: CompactVocab, seed: int = 0):
@@ -154,7 +170,10 @@ class DemoLlama(nn.Module):
         torch.manual_seed(seed)
         self.shape, self.compact, self.seed = shape, compact, seed
         self.time_base = compact.event_base + vocab.TIME_OFFSET  # first arrival-time row of the compact table
-        self.embed = nn.Embedding(compact.rows - vocab.MAX_TIME, shape.hidden)  # every row but arrival times
+        self.embed = nn.Embedding(compact.control_base - vocab.MAX_TIME, shape.hidden)  # free rows
+        self.embed_control = nn.Parameter(torch.empty(3, shape.hidden))  # per slot kind: what makes a control
+        kinds = np.searchsorted([vocab.DUR_OFFSET, vocab.NOTE_OFFSET], np.arange(CONTROL_ROWS), side="right")
+        self.register_buffer("control_kind", torch.from_numpy(kinds), persistent=False)
         self.embed_time = nn.Linear(TIME_FEATURES, shape.hidden, bias=False)
         self.register_buffer("time_codes", sinusoids(torch.arange(vocab.MAX_TIME), TIME_FEATURES, 2.0 * vocab.MAX_TIME),
                              persistent=False)  # fmt: skip
@@ -187,10 +206,12 @@ class DemoLlama(nn.Module):
         weight[notes] += sinusoids(pitch, width, 2.0 * vocab.MAX_PITCH) * scale + per_instrument[instrument]
 
     def table(self) -> torch.Tensor:
-        """The compact embedding (rows of `CompactVocab`), arrival-time rows computed from their codes."""
+        """The compact embedding (rows of `CompactVocab`), arrival-time and control rows computed."""
         weight = self.embed.weight
         times = self.embed_time(self.time_codes)
-        return torch.cat((weight[: self.time_base], times, weight[self.time_base :]))
+        rows = torch.cat((weight[: self.time_base], times, weight[self.time_base :]))
+        events = rows[self.compact.event_base : self.compact.event_base + CONTROL_ROWS]
+        return torch.cat((rows, events + self.embed_control[self.control_kind]))
 
     def hidden_states(self, rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(rows.shape[1], dtype=torch.float32)
@@ -202,9 +223,10 @@ class DemoLlama(nn.Module):
             x = layer(x, cos.to(x.dtype), sin.to(x.dtype))
         return self.norm(x)
 
-    def slot_logits(self, h: torch.Tensor, table: torch.Tensor, slot: int) -> torch.Tensor:
-        """Logits over one slot's candidates (AMT ids SLOT_RANGES[slot]) for hidden states h (n, hidden)."""
-        lo, hi = SLOT_RANGES[slot]
+    def slot_logits(self, h: torch.Tensor, table: torch.Tensor, slot: int, strict: bool = True) -> torch.Tensor:
+        """Logits over one slot's candidates (AMT ids SLOT_RANGES[slot]; the note slot with REST unless strict)
+        for hidden states h (n, hidden)."""
+        lo, hi = SLOT_RANGES[slot] if strict or slot != 2 else TRAIN_NOTE_RANGE
         rows = table[self.compact.event_base + lo : self.compact.event_base + hi]
         return h @ rows.to(h.dtype).T
 
@@ -213,62 +235,83 @@ class DemoLlama(nn.Module):
 class Batch:
     rows: torch.Tensor  # (b, n) compact rows, right-padded
     positions: list[torch.Tensor]  # per slot: flat indices into (b*n) of the hidden state predicting it
-    targets: list[torch.Tensor]  # per slot: target index within the slot's range
+    targets: list[torch.Tensor]  # per slot: target index within the slot's range (REST: REST_TARGET)
     floors: torch.Tensor  # per time target: the earliest arrival time strict mode allows
-    tokens: int
+    rest: torch.Tensor  # per scored triplet: a REST triplet (padding), which strict mode never samples
+    tokens: int  # scored MIDI tokens
 
 
-def slot_targets(events: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Per slot, target indices within the slot's range; and each time target's strict floor (the latest onset)."""
-    targets = [events[s::3] - SLOT_RANGES[s][0] for s in range(3)]
-    times = events[0::3]
-    floors = np.concatenate([[0], np.maximum.accumulate(times)[:-1]])
+def scored_events(tokens: np.ndarray) -> np.ndarray:
+    """Per triplet: an event (REST included), which the loss scores; controls are inputs only."""
+    return (tokens[0::3] < vocab.CONTROL_OFFSET) | (tokens[0::3] >= vocab.CONTROL_END)
+
+
+def slot_targets(tokens: np.ndarray, scored: np.ndarray | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per slot, target indices within the slot's range for the scored triplets (default: every event triplet);
+    and each scored time target's strict floor: the latest event onset before it (controls do not move it)."""
+    triplets = tokens.reshape(-1, 3)
+    events = scored_events(tokens)
+    scored = events if scored is None else scored
+    assert not (scored & ~events).any(), "controls are never targets"
+    times = np.where(events, triplets[:, 0], 0)
+    floors = np.concatenate([[0], np.maximum.accumulate(times)[:-1]])[scored]
+    targets = [triplets[scored, s] - (SLOT_RANGES[s][0] if s < 2 else vocab.NOTE_OFFSET) for s in range(3)]
     return targets, floors
 
 
-def make_batch(compact: CompactVocab, examples: list[tuple[np.ndarray, np.ndarray]]) -> Batch:
-    """examples: (prompt full ids ending in AUTOREGRESS, AMT event ids)."""
+def make_batch(
+    compact: CompactVocab, examples: list[tuple[np.ndarray, np.ndarray]], scored: list[np.ndarray] | None = None
+) -> Batch:
+    """examples: (prompt full ids ending in AUTOREGRESS or ANTICIPATE, AMT ids after it: events, or events and
+    controls interleaved). `scored` (per example, per triplet) limits the targets; default every event triplet."""
     length = max(len(p) + len(e) - 1 for p, e in examples)
     rows = np.zeros((len(examples), length), dtype=np.int64)
     positions: list[list[np.ndarray]] = [[], [], []]
     targets: list[list[np.ndarray]] = [[], [], []]
-    floors = []
-    for b, (prompt, events) in enumerate(examples):
-        seq = np.concatenate([prompt, vocab.TEXT_VOCAB_SIZE + events[:-1]])
+    floors, rests = [], []
+    for b, (prompt, tokens) in enumerate(examples):
+        seq = np.concatenate([prompt, vocab.TEXT_VOCAB_SIZE + tokens[:-1]])
         rows[b, : len(seq)] = compact.rows_of(seq)
-        where = b * length + len(prompt) - 1 + np.arange(len(events))  # hidden state before each event
-        slots, floor = slot_targets(events)
+        mask = scored_events(tokens) if scored is None else scored[b]
+        where = (b * length + len(prompt) - 1 + np.arange(len(tokens))).reshape(-1, 3)[mask]
+        slots, floor = slot_targets(tokens, mask)
         for slot in range(3):
-            positions[slot].append(where[slot::3])
+            positions[slot].append(where[:, slot])
             targets[slot].append(slots[slot])
         floors.append(floor)
+        rests.append(slots[2] == REST_TARGET)
+    rest = np.concatenate(rests)
     return Batch(
         rows=torch.from_numpy(rows),
         positions=[torch.from_numpy(np.concatenate(p)) for p in positions],
         targets=[torch.from_numpy(np.concatenate(t).astype(np.int64)) for t in targets],
         floors=torch.from_numpy(np.concatenate(floors).astype(np.int64)),
-        tokens=sum(len(e) for _, e in examples),
+        rest=torch.from_numpy(rest),
+        tokens=3 * len(rest),
     )
 
 
 def slot_losses(model: DemoLlama, batch: Batch, *, strict: bool = True) -> list[torch.Tensor]:
     """Summed cross-entropy per slot over the slot's candidates.
 
-    strict=True is the evaluation measure: arrival times earlier than the latest onset are masked out, as `gen`
-    samples. Training uses strict=False, scoring times against all 10,000 arrival-time tokens: under the mask the
+    strict=True is the evaluation measure: arrival times earlier than the latest onset are masked out and REST is
+    no candidate, as `gen` samples (REST triplets, which only pad anticipation-mode sequences, are not scored).
+    Training uses strict=False, scoring times against all 10,000 arrival-time tokens: under the mask the
     loss gives no reason to learn where "now" is, and a model that does not know spreads its time predictions
     over the whole piece; the mask then renormalises that onto the future and samples race to the 100 s ceiling
     (measured: 96% of the unmasked mass sat before the floor, and every 2,046-token sample ended stacked at 100 s).
+    It also scores REST where AMT's sampler allows it (the note slot), as AMT trains on its padded sequences.
     """
     table = model.table()
     h = model.hidden_states(batch.rows, table).reshape(-1, model.shape.hidden)
+    keep = ~batch.rest if strict else torch.ones_like(batch.rest)
     out = []
     for slot in range(3):
-        logits = model.slot_logits(h[batch.positions[slot]], table, slot).float()
+        logits = model.slot_logits(h[batch.positions[slot][keep]], table, slot, strict).float()
         if slot == 0 and strict:
             columns = torch.arange(logits.shape[1])
-            logits = logits.masked_fill(columns[None, :] < batch.floors[:, None], float("-inf"))
-        out.append(F.cross_entropy(logits, batch.targets[slot], reduction="sum"))
+            logits = logits.masked_fill(columns[None, :] < batch.floors[keep][:, None], float("-inf"))
+        out.append(F.cross_entropy(logits, batch.targets[slot][keep], reduction="sum"))
     return out
 
 
@@ -283,7 +326,7 @@ def full_weights(model: DemoLlama) -> dict[str, np.ndarray]:
     table = model.table().detach().float().numpy()
     full = np.empty((vocab.FULL_VOCAB_SIZE, s.hidden), dtype=np.float32)
     full[: vocab.TEXT_VOCAB_SIZE] = table[: model.compact.event_base].mean(0)
-    full[vocab.TEXT_VOCAB_SIZE :] = table[model.compact.event_base : model.compact.autoregress_row].mean(0)
+    full[vocab.TEXT_VOCAB_SIZE :] = table[model.compact.event_base : model.compact.event_base + vocab.REST].mean(0)
     full[model.compact.full_ids()] = table
     weights = {"model.embed_tokens.weight": full}
     for i, layer in enumerate(model.layers):

@@ -1,8 +1,9 @@
 """Training the demo network (torch, `pip install -e .[train]`); `make demo-model` runs it after `make demo-data`.
 
 Batches group examples of similar length (right padding is harmless under a
-causal mask); the loss is the cross-entropy of the MIDI tokens only, each
-over its slot's candidates, arrival times unmasked (see `model.slot_losses`);
+causal mask); the loss is the cross-entropy of the MIDI event tokens only
+(controls of anticipation-mode windows are inputs), each over its slot's
+candidates, arrival times unmasked (see `model.slot_losses`);
 the held-out curve is the strict-mask figure the card reports. bf16
 autocast is used where the CPU computes bf16 natively (AVX-512 BF16 or
 AMX; elsewhere fp32). The loss curve and the held-out curve are written to `history.json`; the weights to `model.pt`.
@@ -95,7 +96,7 @@ def evaluate(model: DemoLlama, data: Dataset, indices: list[int], tokens: int, b
             losses = slot_losses(model, batch)
         for slot in range(3):
             sums[slot] += float(losses[slot])
-            counts[slot] += len(batch.targets[slot])
+            counts[slot] += int((~batch.rest).sum())  # strict: REST padding is not scored
     model.train()
     return {
         "ce": sum(sums) / sum(counts),
@@ -145,7 +146,7 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
         opt.step()
         step += 1
         seen_tokens += batch.tokens
-        history["train"].append({"step": step, "tokens": seen_tokens, "loss": float(loss),
+        history["train"].append({"step": step, "tokens": seen_tokens, "loss": float(loss.detach()),
                                  "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
         if step % 10 == 0:
             log.info("step %d/%d loss %.3f  %.0f MIDI tok/s", step, steps, float(loss),

@@ -1,0 +1,148 @@
+"""The demo's anticipation-mode training data against AMT's semantics, and a tiny train -> evaluate -> export run."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirun import run_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference_amt import ref_anticipate, ref_extract_spans, ref_pad
+
+from demo import data
+from midillm_lite.amt import ops, vocab
+from midillm_lite.amt.codec import Note, decode_tokens, encode_notes
+
+window_st = st.lists(
+    st.builds(Note, st.integers(0, 9_999), st.integers(1, 999), st.sampled_from([0, 40, 73, 128]),
+              st.integers(0, 127)),  # fmt: skip
+    min_size=1,
+    max_size=300,
+).map(sorted)
+
+
+def _window(seed: int, instruments: tuple[int, ...] = (0, 40), notes: int = 90) -> list[Note]:
+    rng = random.Random(seed)
+    onsets = np.cumsum([rng.choice([20, 25, 50, 150]) for _ in range(notes)])
+    return sorted(Note(int(t), rng.choice([20, 50, 100]), rng.choice(instruments), rng.randrange(48, 80))
+                  for t in onsets)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(window_st, st.data())
+def test_anticipated_windows_are_amts_layout_and_hold_every_note(notes: list[Note], draw) -> None:
+    """The tokens after ANTICIPATE are AMT's ops.pad + ops.anticipate of the window's events and controls (the
+    tokenizer's order), and decode to exactly the window's notes."""
+    mask = draw.draw(st.lists(st.booleans(), min_size=len(notes), max_size=len(notes)))
+    tokens = data.anticipation_tokens(notes, mask)
+    events = encode_notes([n for n, c in zip(notes, mask, strict=True) if not c]).tokens
+    controls = [ops.as_control(t) for t in encode_notes([n for n, c in zip(notes, mask, strict=True) if c]).tokens]
+    expected, left = ref_anticipate(ref_pad(events, max(n.onset for n in notes)), controls)
+    assert tokens == (expected + left)[: data.MAX_TOKENS]
+    if len(expected + left) <= data.MAX_TOKENS:
+        assert Counter(decode_tokens(tokens).notes) == Counter(notes)
+
+
+class _Draws(random.Random):
+    """A generator whose exponential draws are scripted (the reference takes the same list)."""
+
+    def __init__(self, gaps: list[float]):
+        super().__init__(0)
+        self.gaps = iter(gaps)
+
+    def expovariate(self, lambd: float) -> float:
+        assert lambd == data.SPAN_RATE
+        return next(self.gaps)
+
+
+@settings(max_examples=40, deadline=None)
+@given(window_st, st.lists(st.floats(0, 60), min_size=300, max_size=300))
+def test_span_controls_are_amts_extract_spans(notes: list[Note], gaps: list[float]) -> None:
+    mask = data.span_controls(notes, _Draws(gaps))
+    _, ref_controls = ref_extract_spans(encode_notes(notes).tokens, gaps)
+    ours = [ops.as_control(t) for t in encode_notes([n for n, c in zip(notes, mask, strict=True) if c]).tokens]
+    assert ours == ref_controls
+
+
+def test_instrument_controls_take_some_instruments_but_not_all() -> None:
+    notes = _window(1, instruments=(0, 40, 73))
+    for seed in range(30):
+        mask = data.instrument_controls(notes, random.Random(seed))
+        chosen = {n.instrument for n, c in zip(notes, mask, strict=True) if c}
+        assert 1 <= len(chosen) <= 2
+        assert all(c == (n.instrument in chosen) for n, c in zip(notes, mask, strict=True))
+    assert data.instrument_controls(_window(1, instruments=(0,)), random.Random(0)) is None
+
+
+def test_augmentation_shares_follow_the_stated_proportions() -> None:
+    """Half the windows anticipated, those split 1:4:4 (span, random, instrument) as AMT's tokenizer splits its 9."""
+    rng = random.Random(7)
+    notes = _window(2, notes=40)
+    kinds = Counter(data.augment(notes, rng)[0] for _ in range(900))
+    assert abs(kinds[data.AUTOREGRESSIVE] / 900 - data.ANTICIPATION_SHARE) < 0.06, kinds
+    anticipated = 900 - kinds[data.AUTOREGRESSIVE]
+    for kind, weight in data.AUGMENTATIONS:
+        assert abs(kinds[kind] / anticipated - weight / 9) < 0.07, kinds
+    solo = Counter(data.augment(_window(3, instruments=(0,), notes=40), rng, share=1.0)[0] for _ in range(90))
+    assert data.INSTRUMENT not in solo and solo[data.NO_CONTROLS] > 0  # AMT's fallback: no controls
+
+
+@pytest.mark.slow
+def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, capsys) -> None:
+    """Anticipation windows train, the with/without-controls CE runs, and the export converts to a GGUF whose
+    logits over an ANTICIPATE sequence with controls match torch's (the control and mode rows made it out)."""
+    torch = pytest.importorskip("torch", reason="the [train] extra (make demo-model installs it)")
+    from demo import anticipation_eval, export, train
+    from demo.evaluate import _llama
+    from demo.model import Shape
+
+    rng = random.Random(0)
+    prompts, sequences, records = [], [], []
+    for k in range(14):
+        notes = _window(k)
+        held_out = k >= 10
+        mode, tokens = (data.AUTOREGRESSIVE, None) if held_out else data.augment(notes, rng, share=0.8)
+        end = vocab.MIDI_AUTOREGRESS_ID if tokens is None else vocab.MIDI_ANTICIPATE_ID
+        prompts.append([128000, 791 + k % 3, 6710, end])
+        sequences.append(encode_notes(notes).tokens if tokens is None else tokens)
+        records.append({"split": "test" if held_out else "train", "mode": mode, "caption": "A piece."})
+    assert sum(r["mode"] != data.AUTOREGRESSIVE for r in records) >= 4
+    (tmp_path / "data").mkdir()
+    data._save(tmp_path / "data", prompts, sequences, records)
+    shape = Shape(hidden=32, layers=1, heads=2, kv_heads=2, ffn=64)
+    history = train.train(tmp_path / "data", tmp_path / "train", shape=shape, steps=2, batch_tokens=4096, lr=3e-3,
+                          seed=0, max_minutes=5, eval_every=100, threads=1)  # fmt: skip
+    assert history["steps"] == 2 and all(np.isfinite(r["loss"]) for r in history["train"])
+    model = train.load_model(tmp_path / "train" / "model.pt")
+    dataset = train.Dataset.load(tmp_path / "data")
+    held = dataset.indices(True)
+    for planner in (anticipation_eval.infill_plan, anticipation_eval.accompany_plan):
+        ce = anticipation_eval.control_ce(model, dataset.prompts, dataset.events, held, planner)
+        assert ce["windows"] == 4 and ce["tokens"] > 0
+        variants = (anticipation_eval.WITH, anticipation_eval.NO_CONTROLS, anticipation_eval.AUTOREGRESSIVE)
+        assert all(0 < ce[name] < 12 for name in variants), ce
+
+    folder = export.write_hf_folder(model, tmp_path / "hf")
+    gguf = tmp_path / "demo.gguf"
+    code, _, stderr = run_cli(["convert", str(folder), "-q", "f32", "-o", str(gguf)], capsys)
+    assert code == 0, stderr
+    planned = anticipation_eval.infill_plan(anticipation_eval.window_notes(dataset.events[held[0]]))
+    _, seq, _ = anticipation_eval.sequences(anticipation_eval.window_notes(dataset.events[held[0]]), planned)[
+        anticipation_eval.WITH
+    ]
+    assert any(ops.is_control(t) for t in seq)
+    ids = [*prompts[held[0]][:-1], vocab.MIDI_ANTICIPATE_ID, *(vocab.TEXT_VOCAB_SIZE + np.array(seq[:300]))]
+    llm = _llama(gguf, len(ids) + 8)
+    llm.eval(ids)
+    scores = np.asarray(llm.scores[: len(ids)])
+    with torch.no_grad():
+        table = model.table()
+        rows = torch.from_numpy(model.compact.rows_of(np.array(ids)))[None]
+        hidden = model.hidden_states(rows, table)[0]
+        full = (hidden @ table.T).numpy()  # logits over every compact row
+    columns = model.compact.full_ids()
+    np.testing.assert_allclose(scores[:, columns], full, rtol=0, atol=2e-3 * np.abs(full).max())
