@@ -118,14 +118,16 @@ $(TRAIN_STAMP): $(STAMP)
 	touch $@
 
 DEMO_DATA := build/demo/data/dataset.npz
-$(DEMO_DATA): $(TRAIN_STAMP) demo/data.py demo/captions.py
+$(DEMO_DATA): $(TRAIN_STAMP) demo/data.py demo/captions.py midillm_lite/amt/anticipation.py
 	$(PY) -m demo.data
 
-# About 10 minutes on 2 cores: music21 corpus -> MIDI -> AMT events with captions, into build/demo/data/.
+# About 10 minutes on 2 cores: music21 corpus -> MIDI -> AMT events with captions, into build/demo/data/; half the
+# training windows in AMT's anticipation mode (controls), laid out by midillm_lite/amt/anticipation.py.
 demo-data: $(DEMO_DATA)
 
 # About an hour on 2 cores: train, export a Hugging Face folder, `midillm-lite convert` it (F32, Q8_0, Q4_K_M),
-# evaluate, and write models/midillm-demo-q8_0.gguf, its card and plots, and BENCHMARKS.md's fidelity section.
+# evaluate (infilling and accompaniment included), and write models/midillm-demo-q8_0.gguf, its card and plots, and
+# BENCHMARKS.md's fidelity section.
 demo-model: $(DEMO_DATA)
 	$(PY) -m demo.train
 	$(PY) -m demo.export

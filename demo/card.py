@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt
 from midillm_lite.amt import gm, vocab
 from midillm_lite.amt.codec import decode_tokens
 
+from .data import AUTOREGRESSIVE, INSTRUMENT, NO_CONTROLS, RANDOM, RENDERINGS, ROOT, SOURCES, SPAN
 from .data import OUT as DATA
-from .data import RENDERINGS, ROOT, SOURCES
 from .evaluate import DEMO_PROMPT, DEMO_SECONDS, DENSITY_WINDOW_S, EVAL_JSON
 from .export import SHIPPED
 from .model import TIME_FEATURES
@@ -100,7 +100,7 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
         "# midillm-demo-q8_0 — the bundled demo model",
         "",
         "A small text-to-MIDI model with MIDI-LLM's exact interface (Llama-3 tokenizer, the 183,286-token vocabulary",
-        "with the AMT MIDI tokens at 128,256.., the same system prompt and AUTOREGRESS token), trained on this",
+        "with the AMT MIDI tokens at 128,256.., the same system prompt, AUTOREGRESS and ANTICIPATE), trained on this",
         "repository's build machine so that `midillm-lite gen` makes music on a fresh clone with no download.",
         "It is a demonstration of the pipeline, far below the published MIDI-LLM (1.4B parameters, trained on",
         "Lakh MIDI with MidiCaps captions): expect short-range musical texture that follows instrument and tempo",
@@ -127,6 +127,7 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
         '  often-seen early ones and the model could not put its time mass just after "now" everywhere.',
         "- Sampling: the model's metadata carries MIDI-LLM's defaults (temperature 1.0, top_p 0.98). It was trained",
         "  for strict mode (the default); `--free` lets it pick AMT tokens it never saw.",
+        *anticipation_bullets(stats),
         "",
         "## Data (all public domain)",
         "",
@@ -209,6 +210,7 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
         f" {tk['data_mean_step'] / 100:.2f} s, with {tk['far_mass']:.2%} of its time mass more than"
         f" {tk['far_ticks'] / 100:.0f} s ahead.",
     ]
+    lines += anticipation_section(ev["anticipation"])
     lines += [
         "",
         f"Strict-mode decoding: {fol['outputs']} outputs, {fol['repairs']} repairs. Of the {fol['short_outputs']}"
@@ -302,6 +304,60 @@ def known_limits(ev: dict, history: dict) -> str:
             f" `--seconds {DEMO_SECONDS:g}`, which ends each output before that; do the same with slow prompts."
         )
     return " ".join(parts)
+
+
+def anticipation_bullets(stats: dict) -> list[str]:
+    """How the training data teaches AMT's anticipation mode, with the counts demo/data.py recorded."""
+    a = stats["anticipation"]
+    modes = {k: v["windows"] for k, v in a["modes"].items()}
+    total = sum(modes.values())
+    n = {k: modes.get(k, 0) for k in (AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT, NO_CONTROLS)}
+    controls = sum(v["controls"] for v in a["modes"].values())
+    notes = controls + sum(v["event_notes"] for v in a["modes"].values())
+    return [
+        f"- Infilling and accompaniment (AMT's anticipation mode): {a['share']:.0%} of the training windows are drawn"
+        " to end their prompt with ANTICIPATE and carry controls, made as AMT's tokenizer makes them and split in its"
+        f" proportions (span 1 : random 4 : instrument 4): span ({n[SPAN]:,} windows: notes in"
+        f" {a['span_seconds']:g} s spans starting on average {1 / a['span_rate']:g} s apart become controls), random"
+        f" ({n[RANDOM]:,}: each note a control with probability r/10, r drawn from 1-9), instrument ({n[INSTRUMENT]:,}:"
+        f" some but not all of the window's instruments), and {n[NO_CONTROLS]:,} one-instrument windows that AMT"
+        f" keeps without controls; the other {n[AUTOREGRESSIVE]:,} of {total:,} are autoregressive as before"
+        f" ({controls / max(notes, 1):.0%} of all training notes are controls). Events are padded with REST as AMT"
+        " pads them and controls interleaved 5 s ahead, by the functions `gen --infill` uses"
+        " (`midillm_lite.amt.anticipation`). Only events (REST included) are scored: controls are inputs, which"
+        " `gen` inserts. A control's row is the row of the event it mirrors plus one learned vector per slot.",
+    ]
+
+
+def anticipation_section(a: dict) -> list[str]:
+    """The held-out infilling and accompaniment figures (demo/anticipation_eval.py)."""
+    lines = ["", "Infilling and accompaniment on the held-out windows: strict-slot cross-entropy of the re-written"
+             " notes (nats per token, torch float32), the same notes scored with the controls `gen` gives, with the"
+             " controls left out, and as plain continuation:", "",
+             "| task | windows | tokens scored | with controls | ANTICIPATE, no controls | autoregressive |",
+             "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    tasks = (("infill: the middle third (at most 15 s) re-written", "infill_ce"),
+             ("accompaniment: the highest part kept, the others re-written", "accompany_ce"))  # fmt: skip
+    for label, key in tasks:
+        r = a[key]
+        lines.append(f"| {label} | {r['windows']} | {r['tokens']:,} | {_fmt(r['with_controls'])} | "
+                     f"{_fmt(r['anticipate_no_controls'])} | {_fmt(r['autoregressive'])} |")  # fmt: skip
+    f = a["infill"]
+    lines += [
+        "",
+        f"`--infill` on {f['pieces']} held-out windows ({f['samples']} outputs each from the shipped file, strict"
+        f" mode): kept notes unchanged in the output file {f['kept_unchanged']:,} of {f['kept_notes']:,}"
+        f" ({_share(f['kept_unchanged'], f['kept_notes'])}); generated notes inside the span"
+        f" {f['generated_inside']:,} of {f['generated_notes']:,}"
+        f" ({_share(f['generated_inside'], f['generated_notes'])});"
+        f" onset density inside the span {f['new_density']:.2f} notes/s against the original's"
+        f" {f['original_density']:.2f}.",
+    ]
+    return lines
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "none"
 
 
 def _renderings(stats: dict) -> int:

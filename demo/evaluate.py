@@ -1,4 +1,4 @@
-"""The demo model's evaluation: held-out cross-entropy against baselines, prompt following, quantization fidelity.
+"""The demo model's evaluation: held-out CE against baselines, prompt following, quantization fidelity, infilling.
 
 Everything the model card and BENCHMARKS.md report comes from here
 (`make demo-model` runs it last): figures go to `build/demo/eval.json`,
@@ -48,6 +48,8 @@ TEMPO_PAIRS = (
     ("A slow fiddle tune for solo piano, at 60 BPM.", "A fast fiddle tune for solo piano, at 168 BPM."),
 )
 SAMPLES = 20
+INFILL_PIECES = 24  # held-out windows whose middle third (at most 15 s) `--infill` re-writes
+INFILL_SAMPLES = 4
 EVAL_TOKENS = 768  # 256 notes a sample: enough to count instruments and density
 DENSITY_WINDOW_S = 20  # note density is counted over the first 20 s of each sample
 CEILING_TICKS = vocab.MAX_TIME - 100  # a sample whose last onset is in the final second ran out of time tokens
@@ -289,6 +291,21 @@ def prompt_following(model_path: Path, samples: int, max_tokens: int, stack_limi
     }
 
 
+def anticipation_figures(args, data: Dataset, test_ids: list[int]) -> dict:
+    """Infilling and accompaniment: the span's CE with and without its controls (torch, float32), and `--infill`
+    outputs from the shipped file (demo/anticipation_eval.py)."""
+    from .anticipation_eval import accompany_plan, captions_of, control_ce, infill_checks, infill_plan
+    from .train import load_model
+
+    model = load_model(TRAIN_OUT / "model.pt")
+    return {
+        "infill_ce": control_ce(model, data.prompts, data.events, test_ids, infill_plan),
+        "accompany_ce": control_ce(model, data.prompts, data.events, test_ids, accompany_plan),
+        "infill": infill_checks(args.model, captions_of(args.data), data.events, test_ids,
+                                pieces=args.infill_pieces, samples=args.infill_samples),
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -296,6 +313,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=SAMPLES)
     parser.add_argument("--max-tokens", type=int, default=EVAL_TOKENS)
     parser.add_argument("--model", type=Path, default=SHIPPED)
+    parser.add_argument("--infill-pieces", type=int, default=INFILL_PIECES, help="held-out windows re-written")
+    parser.add_argument("--infill-samples", type=int, default=INFILL_SAMPLES, help="outputs per window")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data = Dataset.load(args.data)
@@ -313,6 +332,8 @@ def main() -> None:
     # The same examples through torch: agreement with the F32 GGUF checks the export and conversion end to end.
     report["fidelity"]["ce"]["torch_f32"] = network_ce(data, test_ids[: args.kl_sequences], trained=True)["ce"]
     log.info("fidelity %s", report["fidelity"])
+    report["anticipation"] = anticipation_figures(args, data, test_ids)
+    log.info("anticipation %s", report["anticipation"])
     stack_limit = report["data_reach"]["busiest_max"]
     report["following"] = prompt_following(args.model, args.samples, args.max_tokens, stack_limit)
     report["following"]["max_tokens"] = args.max_tokens

@@ -17,9 +17,9 @@ from demo import data
 from midillm_lite.amt import ops, vocab
 from midillm_lite.amt.codec import Note, decode_tokens, encode_notes
 
+INSTRUMENTS = st.sampled_from([0, 40, 73, 128])
 window_st = st.lists(
-    st.builds(Note, st.integers(0, 9_999), st.integers(1, 999), st.sampled_from([0, 40, 73, 128]),
-              st.integers(0, 127)),  # fmt: skip
+    st.builds(Note, st.integers(0, 9_999), st.integers(1, 999), INSTRUMENTS, st.integers(0, 127)),
     min_size=1,
     max_size=300,
 ).map(sorted)
@@ -146,3 +146,18 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
         full = (hidden @ table.T).numpy()  # logits over every compact row
     columns = model.compact.full_ids()
     np.testing.assert_allclose(scores[:, columns], full, rtol=0, atol=2e-3 * np.abs(full).max())
+
+    # `--infill` through the public API on the held-out windows, and the card's text from what was measured.
+    captions = ["A piece for piano and strings."] * len(records)
+    checks = anticipation_eval.infill_checks(gguf, captions, dataset.events, held, pieces=2, samples=2)
+    assert checks["pieces"] == 2 and checks["kept_notes"] > 0
+    assert checks["kept_unchanged"] == checks["kept_notes"]  # by construction, whatever the model writes
+    assert checks["generated_inside"] == checks["generated_notes"]  # strict mode: from the start, cut at the end
+    pytest.importorskip("matplotlib")
+    from demo import card
+
+    figures = {"infill_ce": ce, "accompany_ce": ce, "infill": checks}
+    text = "\n".join(card.anticipation_section(figures) + card.anticipation_bullets(
+        {"anticipation": data.anticipation_stats(records, sequences, 0.8)}))  # fmt: skip
+    assert f"kept notes unchanged in the output file {checks['kept_notes']:,} of {checks['kept_notes']:,}" in text
+    assert "80% of the training windows" in text
