@@ -254,6 +254,7 @@ def anticipation_tokens(notes: list[Note], controls: list[bool]) -> list[int]:
     events = encode_notes([n for n, c in zip(notes, controls, strict=True) if not c]).tokens
     control_ids = anticipation.control_tokens([n for n, c in zip(notes, controls, strict=True) if c])
     end_time = max(n.onset for n in notes)
+    assert end_time < vocab.MAX_TIME, "window the notes first (`windows`)"  # REST past it would not be a time token
     tokens, left = anticipation.anticipate(anticipation.pad(events, end_time), control_ids)
     return (tokens + left)[:MAX_TOKENS]
 
