@@ -25,7 +25,7 @@ from midillm_lite.sampling import MAX_SIMULTANEOUS_NOTES
 
 from .data import OUT as DATA
 from .export import GGUF_DIR, SHIPPED
-from .model import SLOT_RANGES, slot_targets
+from .model import SLOT_RANGES, scored_events, slot_targets
 from .train import OUT as TRAIN_OUT
 from .train import Dataset
 
@@ -73,7 +73,8 @@ def unigram_ce(data: Dataset, train_ids: list[int], test_ids: list[int]) -> dict
     """Per-slot unigram model from the training events, under the same strict masks (time renormalised)."""
     counts = [np.zeros(hi - lo) for lo, hi in SLOT_RANGES]
     for i in train_ids:
-        targets, _ = slot_targets(data.events[i])
+        tokens = data.events[i]  # anticipation-mode windows: their events, neither controls nor REST padding
+        targets, _ = slot_targets(tokens, scored_events(tokens) & (tokens[2::3] != vocab.REST))
         for slot in range(3):
             counts[slot] += np.bincount(targets[slot], minlength=len(counts[slot]))
     smoothed = [c + UNIGRAM_ALPHA for c in counts]
@@ -135,9 +136,11 @@ def time_keeping(data: Dataset, test_ids: list[int]) -> dict:
 def data_reach(data: Dataset, train_ids: list[int]) -> dict:
     """How often the training windows themselves run to the end of the AMT time range: slow renderings of sparse
     tunes fill 100 s before 682 notes, so a sample reaching the ceiling can be what the data does."""
-    last = np.array([int(data.events[i][0::3].max()) - vocab.TIME_OFFSET for i in train_ids])
+    # Every note of a window, events and controls alike (the decoder folds controls onto notes, skips REST).
+    onsets = [[n.onset for n in decode_tokens(data.events[i].tolist()).notes] for i in train_ids]
+    last = np.array([max(o) for o in onsets])
     # The most notes any window has at one onset: a sample stacking more has left what the data ever does.
-    busiest = np.array([np.unique(data.events[i][0::3], return_counts=True)[1].max() for i in train_ids])
+    busiest = np.array([max(Counter(o).values()) for o in onsets])
     return {"windows": len(train_ids), "late_share": float(np.mean(last >= LATE_TICKS)), "late_ticks": LATE_TICKS,
             "busiest_p99": float(np.percentile(busiest, 99)), "busiest_max": int(busiest.max())}  # fmt: skip
 

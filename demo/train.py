@@ -146,10 +146,11 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
         opt.step()
         step += 1
         seen_tokens += batch.tokens
-        history["train"].append({"step": step, "tokens": seen_tokens, "loss": float(loss.detach()),
+        value = float(loss.detach())
+        history["train"].append({"step": step, "tokens": seen_tokens, "loss": value,
                                  "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
         if step % 10 == 0:
-            log.info("step %d/%d loss %.3f  %.0f MIDI tok/s", step, steps, float(loss),
+            log.info("step %d/%d loss %.3f  %.0f MIDI tok/s", step, steps, value,
                      seen_tokens / (time.monotonic() - start))  # fmt: skip
         if step % eval_every == 0:
             history["held_out"].append({"step": step, "tokens": seen_tokens,

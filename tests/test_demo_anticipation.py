@@ -97,7 +97,6 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     logits over an ANTICIPATE sequence with controls match torch's (the control and mode rows made it out)."""
     torch = pytest.importorskip("torch", reason="the [train] extra (make demo-model installs it)")
     from demo import anticipation_eval, export, train
-    from demo.evaluate import _llama
     from demo.model import Shape
 
     rng = random.Random(0)
@@ -120,6 +119,12 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     model = train.load_model(tmp_path / "train" / "model.pt")
     dataset = train.Dataset.load(tmp_path / "data")
     held = dataset.indices(True)
+    from demo import evaluate
+
+    # The baselines and data figures read anticipation-mode training windows as their notes (controls, REST aside).
+    assert 0 < evaluate.unigram_ce(dataset, dataset.indices(False), held)["ce"] < 12
+    reach = evaluate.data_reach(dataset, dataset.indices(False))
+    assert reach["busiest_max"] == max(max(Counter(n.onset for n in _window(k)).values()) for k in range(10))
     for planner in (anticipation_eval.infill_plan, anticipation_eval.accompany_plan):
         ce = anticipation_eval.control_ce(model, dataset.prompts, dataset.events, held, planner)
         assert ce["windows"] == 4 and ce["tokens"] > 0
@@ -136,7 +141,7 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     ]
     assert any(ops.is_control(t) for t in seq)
     ids = [*prompts[held[0]][:-1], vocab.MIDI_ANTICIPATE_ID, *(vocab.TEXT_VOCAB_SIZE + np.array(seq[:300]))]
-    llm = _llama(gguf, len(ids) + 8)
+    llm = evaluate._llama(gguf, len(ids) + 8)
     llm.eval(ids)
     scores = np.asarray(llm.scores[: len(ids)])
     with torch.no_grad():
