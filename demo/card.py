@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 from midillm_lite.amt import gm, vocab
 from midillm_lite.amt.codec import decode_tokens
 
-from .data import AUTOREGRESSIVE, INSTRUMENT, NO_CONTROLS, RANDOM, RENDERINGS, ROOT, SOURCES, SPAN
+from .data import AUTOREGRESSIVE, INSTRUMENT, ONE_INSTRUMENT, RANDOM, RENDERINGS, ROOT, SOURCES, SPAN
 from .data import OUT as DATA
 from .evaluate import DEMO_PROMPT, DEMO_SECONDS, DENSITY_WINDOW_S, EVAL_JSON
 from .export import SHIPPED
@@ -311,7 +311,7 @@ def anticipation_bullets(stats: dict) -> list[str]:
     a = stats["anticipation"]
     modes = {k: v["windows"] for k, v in a["modes"].items()}
     total = sum(modes.values())
-    n = {k: modes.get(k, 0) for k in (AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT, NO_CONTROLS)}
+    n = {k: modes.get(k, 0) for k in (AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT, ONE_INSTRUMENT)}
     controls = sum(v["controls"] for v in a["modes"].values())
     notes = controls + sum(v["event_notes"] for v in a["modes"].values())
     return [
@@ -320,8 +320,9 @@ def anticipation_bullets(stats: dict) -> list[str]:
         f" proportions (span 1 : random 4 : instrument 4): span ({n[SPAN]:,} windows: notes in"
         f" {a['span_seconds']:g} s spans starting on average {1 / a['span_rate']:g} s apart become controls), random"
         f" ({n[RANDOM]:,}: each note a control with probability r/10, r drawn from 1-9), instrument ({n[INSTRUMENT]:,}:"
-        f" some but not all of the window's instruments), and {n[NO_CONTROLS]:,} one-instrument windows that AMT"
-        f" keeps without controls; the other {n[AUTOREGRESSIVE]:,} of {total:,} are autoregressive as before"
+        f" some but not all of the window's instruments; {n[ONE_INSTRUMENT]:,} more windows drawn for it have one"
+        " instrument and take the random augmentation, where AMT would keep them without controls); the other"
+        f" {n[AUTOREGRESSIVE]:,} of {total:,} are autoregressive as before"
         f" ({controls / max(notes, 1):.0%} of all training notes are controls). Events are padded with REST as AMT"
         " pads them and controls interleaved 5 s ahead, by the functions `gen --infill` uses"
         " (`midillm_lite.amt.anticipation`). Only events (REST included) are scored: controls are inputs, which"

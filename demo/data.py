@@ -56,7 +56,10 @@ RENDERINGS = 3  # renderings of each training piece: the score's tempo, then two
 # as AMT splits its 9: span 1/9, random 4/9, instrument 4/9.
 ANTICIPATION_SHARE = 0.5
 AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT = "autoregressive", "span", "random", "instrument"
-NO_CONTROLS = "instrument, one instrument: no controls"  # AMT's fallback, still in anticipation mode
+# AMT keeps a one-instrument piece drawn for the instrument augmentation without controls (rare on Lakh MIDI). Here
+# most windows are one instrument (solo and organ renderings, tunes): they take the random augmentation instead, so
+# that the anticipated share carries controls.
+ONE_INSTRUMENT = "random, drawn as instrument with one instrument"
 AUGMENTATIONS = ((SPAN, 1), (RANDOM, 4), (INSTRUMENT, 4))
 SPAN_RATE = 0.05  # AMT's lambda: a span of controls starts on average 1/0.05 = 20 s after the last one ended
 SPAN_TICKS = vocab.DELTA  # AMT's spans last DELTA (5 s)
@@ -239,8 +242,7 @@ def random_controls(notes: list[Note], rng: random.Random) -> list[bool]:
 
 
 def instrument_controls(notes: list[Note], rng: random.Random) -> list[bool] | None:
-    """AMT's instrument augmentation: at least one instrument but not all become controls (None with only one:
-    AMT then keeps the window without controls, still in anticipation mode)."""
+    """AMT's instrument augmentation: at least one instrument but not all become controls (None with only one)."""
     instruments = sorted({n.instrument for n in notes})
     if len(instruments) < 2:
         return None
@@ -271,7 +273,7 @@ def augment(notes: list[Note], rng: random.Random, share: float = ANTICIPATION_S
     else:
         controls = instrument_controls(notes, rng)
         if controls is None:
-            kind, controls = NO_CONTROLS, [False] * len(notes)
+            kind, controls = ONE_INSTRUMENT, random_controls(notes, rng)
     tokens = anticipation_tokens(notes, controls)
     if not any(t < vocab.REST for t in tokens[2::3]):  # every note a control: nothing to learn from
         return AUTOREGRESSIVE, None

@@ -88,7 +88,7 @@ def test_augmentation_shares_follow_the_stated_proportions() -> None:
     for kind, weight in data.AUGMENTATIONS:
         assert abs(kinds[kind] / anticipated - weight / 9) < 0.07, kinds
     solo = Counter(data.augment(_window(3, instruments=(0,), notes=40), rng, share=1.0)[0] for _ in range(90))
-    assert data.INSTRUMENT not in solo and solo[data.NO_CONTROLS] > 0  # AMT's fallback: no controls
+    assert data.INSTRUMENT not in solo and solo[data.ONE_INSTRUMENT] > 0  # one instrument: random controls instead
 
 
 @pytest.mark.slow
