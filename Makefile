@@ -118,8 +118,10 @@ $(TRAIN_STAMP): $(STAMP)
 	touch $@
 
 DEMO_DATA := build/demo/data/dataset.npz
+# The share of training windows in anticipation mode (demo/data.py); after changing it, `make -B demo-data`.
+DEMO_ANTICIPATION_SHARE ?= 0.5
 $(DEMO_DATA): $(TRAIN_STAMP) demo/data.py demo/captions.py midillm_lite/amt/anticipation.py
-	$(PY) -m demo.data
+	$(PY) -m demo.data --anticipation-share $(DEMO_ANTICIPATION_SHARE)
 
 # About 10 minutes on 2 cores: music21 corpus -> MIDI -> AMT events with captions, into build/demo/data/; half the
 # training windows in AMT's anticipation mode (controls), laid out by midillm_lite/amt/anticipation.py.

@@ -3,8 +3,9 @@ and `--infill` outputs on held-out pieces (kept notes, new notes inside the span
 
 The sequences are the runtime's own: `amt.anticipation.plan` lays out the prompt's tokens and `ControlSchedule`
 inserts the controls among the span's notes as `gen` inserts them while sampling; the span's notes stand in for the
-sampled ones. Two baselines score the same notes: ANTICIPATE with the controls left out, and plain autoregressive
-continuation (AUTOREGRESS, the history, the span: what `gen --continue` sees).
+sampled ones, padded with REST as AMT's sampler (and the training data) pad them. Two baselines score the same
+notes: ANTICIPATE with the controls left out, and plain autoregressive continuation (AUTOREGRESS, the history, the
+span: what `gen --continue` sees). REST triplets are inputs, never scored.
 """
 
 from __future__ import annotations
@@ -66,23 +67,26 @@ def sequences(notes: list[Note], planned: Planned) -> dict[str, tuple[bool, list
         triplet = plan.prefix[i : i + 3]
         if not ops.is_control(triplet[0]) and triplet[2] != vocab.REST:
             history += triplet
+    padded = anticipation.pad(history, plan.start_relative)  # the prefix's events
+    # The span as AMT's sampler writes it: REST wherever a second passes without a note (inputs, not scored).
+    span_padded = anticipation.pad(padded + span_tokens, 0)[len(padded) :]
+    span_scored = [t != vocab.REST for t in span_padded[2::3]]
     seq, scored = list(plan.prefix), [False] * (len(plan.prefix) // 3)
     schedule = plan.schedule(1)
     state = NoteState(last_onset=plan.start_relative)  # as generate._anticipation_state
-    for i, token in enumerate(span_tokens):
+    for i, token in enumerate(span_padded):
         seq.append(token)
         state.update(token)
         if i % 3 == 2:
-            scored.append(True)
+            scored.append(span_scored[i // 3])
             inserted = schedule(0, seq, state)
             seq += inserted
             state.extend(inserted)
             scored += [False] * (len(inserted) // 3)
-    padded = anticipation.pad(history, plan.start_relative)
     n_span = len(span_tokens) // 3
     return {
         WITH: (True, seq, np.array(scored)),
-        NO_CONTROLS: (True, padded + span_tokens, np.array([False] * (len(padded) // 3) + [True] * n_span)),
+        NO_CONTROLS: (True, padded + span_padded, np.array([False] * (len(padded) // 3) + span_scored)),
         AUTOREGRESSIVE: (False, history + span_tokens, np.array([False] * (len(history) // 3) + [True] * n_span)),
     }
 

@@ -333,8 +333,9 @@ def anticipation_bullets(stats: dict) -> list[str]:
 def anticipation_section(a: dict) -> list[str]:
     """The held-out infilling and accompaniment figures (demo/anticipation_eval.py)."""
     lines = ["", "Infilling and accompaniment on the held-out windows: strict-slot cross-entropy of the re-written"
-             " notes (nats per token, torch float32), the same notes scored with the controls `gen` gives, with the"
-             " controls left out, and as plain continuation:", "",
+             " notes (nats per token, torch float32), the same notes scored with the controls `gen` gives (the span"
+             " padded with REST as AMT writes it; REST is not scored), with the controls left out, and as plain"
+             " continuation:", "",
              "| task | windows | tokens scored | with controls | ANTICIPATE, no controls | autoregressive |",
              "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     tasks = (("infill: the middle third (at most 15 s) re-written", "infill_ce"),
