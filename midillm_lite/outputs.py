@@ -37,6 +37,7 @@ STATS_NAME = "generation_stats.json"
 PROMPT_NAME = "prompt.txt"
 REJECTED_DIR = "rejected"
 MAX_NAME_TRIES = 1000
+LOCK_WRITE_S = 10.0  # an empty lock younger than this belongs to a run writing its pid into it
 
 
 def slug(text: str) -> str:
@@ -113,9 +114,12 @@ def _take_lock(lock: Path) -> Path:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             owner = _lock_owner(lock)
-            if owner is not None and process_alive(owner):
+            # An empty lock is either left by a run killed between creating and writing it, or a run taking it
+            # this very moment (it writes its pid right after the O_EXCL create): only an old one is stale.
+            if (owner is not None and process_alive(owner)) or (owner is None and _age_s(lock) < LOCK_WRITE_S):
+                who = f"process {owner}" if owner is not None else "starting now"
                 raise UserError(
-                    f"{lock.parent} is in use by another generation (process {owner}); wait for it to finish or "
+                    f"{lock.parent} is in use by another generation ({who}); wait for it to finish or "
                     "choose another folder"
                 ) from None
             log.info("removing %s, left by a run that is gone", lock)
@@ -127,6 +131,13 @@ def _take_lock(lock: Path) -> Path:
             fh.write(f"{os.getpid()}\n")
         return lock
     raise UserError(f"could not claim {lock.parent}: another run keeps taking it")
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0  # gone meanwhile: its owner may be mid-release; the next try sees
 
 
 def _lock_owner(lock: Path) -> int | None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,23 @@ def test_a_dead_runs_lock_is_taken_over(tmp_path):
     out.mkdir()
     (out / LOCK_NAME).write_text(dead.stdout)
     with claim_output_dir(out, force=False) as claim:
+        assert (claim.folder / LOCK_NAME).read_text() == f"{os.getpid()}\n"
+
+
+def test_an_empty_lock_is_a_run_starting_until_it_is_old(tmp_path):
+    # A run creates the lock (O_EXCL), then writes its pid: a second run that read the lock in between took it
+    # as left behind and claimed the folder too (seen once in CI, test_racing_processes_one_claim).
+    from midillm_lite import outputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / LOCK_NAME
+    lock.write_text("")
+    with pytest.raises(UserError, match=r"in use by another generation \(starting now\)"):
+        claim_output_dir(out, force=False)
+    old = time.time() - outputs.LOCK_WRITE_S - 1
+    os.utime(lock, (old, old))
+    with claim_output_dir(out, force=False) as claim:  # a run killed before writing its pid: taken over
         assert (claim.folder / LOCK_NAME).read_text() == f"{os.getpid()}\n"
 
 
