@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -100,17 +99,30 @@ def test_an_empty_lock_is_a_run_starting_until_it_is_old(tmp_path):
         assert (claim.folder / LOCK_NAME).read_text() == f"{os.getpid()}\n"
 
 
-def _try_claim(out: str) -> str:
-    try:
-        claim_output_dir(Path(out), force=False)  # held until the process ends
-    except UserError as exc:
-        return str(exc)
-    return "claimed"
+CLAIM = """
+import sys
+from pathlib import Path
+from midillm_lite.errors import UserError
+from midillm_lite.outputs import claim_output_dir
+try:
+    claim_output_dir(Path(sys.argv[1]), force=False)  # held until this process ends
+    print("claimed", flush=True)
+except UserError as exc:
+    print(exc, flush=True)
+sys.stdin.readline()  # every racer holds what it got until all have tried
+"""
 
 
 def test_racing_processes_one_claim(tmp_path):
-    with multiprocessing.get_context("fork").Pool(4) as pool:
-        outcomes = pool.map(_try_claim, [str(tmp_path / "out")] * 8)
+    # Separate processes, not a fork()ed pool: forking the test process, which has threads by now (other tests'
+    # schedulers, Ray), can deadlock a child on a lock some thread held at the fork.
+    args = [sys.executable, "-c", CLAIM, str(tmp_path / "out")]
+    root = Path(__file__).parents[1]
+    racers = [subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root)
+              for _ in range(8)]  # fmt: skip
+    outcomes = [racer.stdout.readline().strip() for racer in racers]
+    for racer in racers:
+        racer.communicate("\n", timeout=60)
     assert outcomes.count("claimed") == 1, outcomes
     assert all("in use by another generation" in o or "not empty" in o for o in outcomes if o != "claimed"), outcomes
 
