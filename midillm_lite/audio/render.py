@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,11 @@ class AudioResult:
         }  # fmt: skip
 
 
+# One render at a time in a process (serve's workers finish together): a render holds a whole soundfont (FluidR3:
+# 148 MB) and keeps a core busy, so parallel renders on a small box add memory, not speed. MIDI files are not held up.
+_RENDERING = threading.Lock()
+
+
 @dataclass
 class Renderer:
     """A chosen synthesizer and soundfont, ready to render any number of MIDI files."""
@@ -95,11 +101,12 @@ class Renderer:
         UserError for music that cannot make audio (no notes, too long, silent)."""
         timed = timed_messages(midi)
         _check_music(timed, name, self.settings.max_seconds)
-        player = open_synth(self.synth, self.soundfont)
-        try:
-            raw = render_messages(player, timed, stop=stop, on_progress=on_progress)
-        finally:
-            player.close()
+        with _RENDERING:
+            player = open_synth(self.synth, self.soundfont)
+            try:
+                raw = render_messages(player, timed, stop=stop, on_progress=on_progress)
+            finally:
+                player.close()
         trimmed = process.trim_silence(raw)
         if len(trimmed) == 0:
             raise UserError(f"{name} renders to silence with {self.soundfont.path.name}; try another soundfont")

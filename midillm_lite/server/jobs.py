@@ -115,9 +115,6 @@ class JobStore:
         self.root = root
         self.runner = runner
         self.audio = audio
-        # One folder written at a time: rendering holds a whole soundfont (FluidR3: 148 MB) and the piece's samples
-        # in memory and keeps a core busy, so parallel renders on a small box only add memory, not speed.
-        self._saving = threading.Lock()
         self.max_queue = max_queue
         self.stopping = False
         self._jobs: dict[str, Job] = {}
@@ -213,9 +210,8 @@ class JobStore:
                 **spec.settings(),
             )  # fmt: skip
             # A cancel or shutdown after sampling skips the audio not yet rendered (nothing is left half-written).
-            with self._saving:
-                saved = save_generation(job.folder, result, spec.prompt, controls=controls.to_dict(),
-                                        audio=self.audio, stop=job.cancel.is_set)  # fmt: skip
+            saved = save_generation(job.folder, result, spec.prompt, controls=controls.to_dict(), audio=self.audio,
+                                    stop=job.cancel.is_set)  # fmt: skip
             job.stats = saved.stats
             if saved.errors:
                 status, error = FAILED, str(saved.errors[0])
