@@ -326,7 +326,8 @@ def anticipation_bullets(stats: dict) -> list[str]:
         f" ({controls / max(notes, 1):.0%} of all training notes are controls). Events are padded with REST as AMT"
         " pads them and controls interleaved 5 s ahead, by the functions `gen --infill` uses"
         " (`midillm_lite.amt.anticipation`). Only events (REST included) are scored: controls are inputs, which"
-        " `gen` inserts. A control's row is the row of the event it mirrors plus one learned vector per slot.",
+        " `gen` inserts. A control's duration and instrument-pitch rows are the rows of the events they mirror plus"
+        " one learned vector per slot; its arrival-time rows have their own map of the tick codes (see demo/model.py).",
     ]
 
 

@@ -294,6 +294,7 @@ class Generator:
             strict=strict,
             instruments=instruments,
             events_only=anticipation is not None,
+            rest=anticipation is not None,
         ).validate()
         warnings = setting_warnings(n=n, temperature=params.temperature)
         started = time.perf_counter()

@@ -47,6 +47,9 @@ FREE_RANGES: tuple[Range, ...] = ((0, SEPARATOR),)
 FREE_EVENT_RANGES: tuple[Range, ...] = ((0, CONTROL_OFFSET),)  # free mode beside controls: AMT's safe_logits
 DURATION_RANGES: tuple[Range, ...] = ((DUR_OFFSET, NOTE_OFFSET),)
 NOTE_RANGES: tuple[Range, ...] = ((NOTE_OFFSET, REST),)
+# AMT's padding triplet (a second passes without a note): a note-slot candidate only while anticipating, where the
+# sequences are padded with it so that controls keep arriving through a silence (AMT's sampler allows it there).
+REST_RANGE: Range = (REST, REST + 1)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class SamplingParams:
     strict: bool = True
     instruments: frozenset[int] | None = None  # AMT instruments the note slot may use (None: all); strict only
     events_only: bool = False  # free mode never samples control ids either (anticipation: the runtime adds them)
+    rest: bool = False  # strict: REST may fill the note slot (anticipation; the decoder drops it)
 
     def validate(self) -> SamplingParams:
         if not isinstance(self.temperature, int | float) or not math.isfinite(self.temperature):
@@ -118,11 +122,12 @@ class NoteState:
 
 
 def allowed_ranges(
-    state: NoteState, strict: bool = True, instruments: frozenset[int] | None = None
+    state: NoteState, strict: bool = True, instruments: frozenset[int] | None = None, rest: bool = False
 ) -> tuple[Range, ...]:
     """The AMT id ranges allowed at the next position, sorted and disjoint.
 
     `instruments` (strict only) limits the instrument-pitch slot to those AMT instruments: a hard control.
+    `rest` (strict only) lets REST close a note slot too.
     """
     if not strict:
         return FREE_RANGES
@@ -131,6 +136,11 @@ def allowed_ranges(
         return ((TIME_OFFSET + state.last_onset, DUR_OFFSET),)
     if slot == SLOT_DURATION:
         return DURATION_RANGES
+    notes = _note_ranges(state, instruments)
+    return merge_ranges((*notes, REST_RANGE)) if rest else notes  # REST follows every instrument-pitch id
+
+
+def _note_ranges(state: NoteState, instruments: frozenset[int] | None) -> tuple[Range, ...]:
     full = len(state.instruments) >= MAX_MELODIC_INSTRUMENTS
     if instruments is None and not full:
         return NOTE_RANGES
@@ -171,7 +181,7 @@ def gather(row: np.ndarray, ranges: Sequence[Range]) -> tuple[np.ndarray, np.nda
 def sample_next(row: np.ndarray, state: NoteState, params: SamplingParams, rng: np.random.Generator) -> int:
     """Pick the next AMT id from a MIDI logits row (index = AMT id) under the state's mask; does not update state."""
     ranges = FREE_EVENT_RANGES if params.events_only and not params.strict else None
-    values, ids = gather(row, ranges or allowed_ranges(state, params.strict, params.instruments))
+    values, ids = gather(row, ranges or allowed_ranges(state, params.strict, params.instruments, params.rest))
     local = pick(values, params, rng)
     return int(ids + local) if isinstance(ids, int) else int(ids[local])
 

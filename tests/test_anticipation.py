@@ -288,3 +288,22 @@ def test_sampling_starts_at_the_span_and_counts_kept_instruments():
     state.position = 2  # the note slot: only instruments already playing, and drums
     allowed = {ops.instrument_of(t) for lo, hi in allowed_ranges(state) for t in range(lo, hi)}
     assert allowed == state.instruments | {128}
+
+
+def test_rest_triplets_the_sampler_writes_are_padding(music):
+    """While anticipating the note slot may take REST (AMT's padding, so that controls keep arriving through a
+    silence): such triplets are no notes in the output, and every kept note stays."""
+    from midillm_lite.amt.vocab import NOTE_OFFSET, REST, TIME_OFFSET
+    from midillm_lite.generate import _make_output
+
+    _, notes = music
+    start = notes[len(notes) // 2].onset
+    plan = A.plan(notes, start, start + 500)
+    t = plan.start_relative
+    sampled = [TIME_OFFSET + t + 100, DUR_OFFSET, REST, TIME_OFFSET + t + 200, DUR_OFFSET + 30, NOTE_OFFSET + 60,
+               TIME_OFFSET + t + 300, DUR_OFFSET, REST]  # fmt: skip
+    output = _make_output(0, sampled, None, partial=False, anticipation=plan)
+    assert output.new_notes == 1 and output.failed is None
+    back = Counter(midi_to_notes(output.midi).notes)
+    assert not Counter(plan.kept) - back
+    assert back - Counter(plan.kept) == Counter([Note(start + 200, 30, 0, 60)])

@@ -46,6 +46,22 @@ def test_note_slot_excludes_rest_controls_and_specials() -> None:
     assert not mask[vocab.REST] and not mask[vocab.CONTROL_OFFSET :].any() and not mask[: vocab.NOTE_OFFSET].any()
 
 
+def test_rest_closes_a_note_slot_only_when_asked() -> None:
+    """Anticipation lets REST fill the note slot (AMT's padding); never the time or duration slot."""
+    note_slot = state_after(5, vocab.DUR_OFFSET)
+    assert allowed_ranges(note_slot, rest=True) == ((vocab.NOTE_OFFSET, vocab.REST + 1),)
+    assert allowed_ranges(NoteState(), rest=True) == allowed_ranges(NoteState())
+    assert allowed_ranges(state_after(5), rest=True) == allowed_ranges(state_after(5))
+    chosen = frozenset({0, 73})
+    ranges = allowed_ranges(note_slot, True, chosen, rest=True)
+    assert ranges[:-1] == allowed_ranges(note_slot, True, chosen) and ranges[-1] == (vocab.REST, vocab.REST + 1)
+    row = np.zeros(vocab.MIDI_VOCAB_SIZE, dtype=np.float32)
+    row[vocab.REST] = 100.0
+    with_rest = SamplingParams(temperature=0, rest=True)
+    assert sample_next(row, note_slot, with_rest, np.random.default_rng(0)) == vocab.REST
+    assert sample_next(row, note_slot, GREEDY, np.random.default_rng(0)) != vocab.REST
+
+
 def test_onsets_never_go_back() -> None:
     state = state_after(vocab.TIME_OFFSET + 700, vocab.DUR_OFFSET + 5, note(0))
     assert allowed_ranges(state) == ((vocab.TIME_OFFSET + 700, vocab.DUR_OFFSET),)
