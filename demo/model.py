@@ -163,10 +163,10 @@ class DemoLlama(nn.Module):
     Control rows (AMT's anticipated notes): a control's duration and instrument-pitch rows are the event rows they
     mirror plus one learned vector per slot kind (a control means the same note as its event, marked as given
     ahead); free control rows would be 27,512 more rows, the rarely seen ones drifting as free time rows did. A
-    control's arrival time has its own linear map of the same sinusoidal codes: with the event map plus a vector,
-    a control 5 s ahead read much like an event there, and the model's sense of "now" (the latest event time)
-    was pulled ahead by every control (measured in trial runs: the span's CE with the controls was higher than
-    without them).
+    control's arrival time has its own linear map of the same sinusoidal codes, so that a control 5 s ahead need not
+    read like an event there (the model's sense of "now" is the latest event time). Neither design taught the demo
+    to use the controls' times within its budget: in trial runs and in the full retrain (README, "The demo model")
+    the span's arrival times scored worse with the controls than without them.
     """
 
     def __init__(self, shape: Shape, compact: CompactVocab, seed: int = 0):

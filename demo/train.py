@@ -105,11 +105,13 @@ def evaluate(model: DemoLlama, data: Dataset, indices: list[int], tokens: int, b
 
 
 def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: int, lr: float, seed: int,
-          max_minutes: float, eval_every: int, threads: int) -> dict:  # fmt: skip
+          max_minutes: float, eval_every: int, threads: int, init: Path | None = None) -> dict:  # fmt: skip
     torch.set_num_threads(threads)
     data = Dataset.load(data_dir)
     compact = data.compact_vocab()
     model = DemoLlama(shape, compact, seed=seed)
+    if init is not None:  # a second phase: go on from a saved model of the same shape and vocabulary
+        model.load_state_dict(load_model(init).state_dict())
     bf16 = bf16_native()
     train_ids, test_ids = data.indices(False), data.indices(True)
     probe = random.Random(seed).sample(test_ids, min(len(test_ids), 48))  # held-out subset for the curve
@@ -187,12 +189,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     parser.add_argument("--layers", type=int, default=Shape.layers)
     parser.add_argument("--hidden", type=int, default=Shape.hidden)
+    parser.add_argument("--init", type=Path, help="start from this model.pt (same shape and data) instead of random")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     shape = Shape(layers=args.layers, hidden=args.hidden)
     history = train(
         args.data, args.out, shape=shape, steps=args.steps, batch_tokens=args.batch_tokens, lr=args.lr,
-        seed=args.seed, max_minutes=args.max_minutes, eval_every=args.eval_every, threads=args.threads,
+        seed=args.seed, max_minutes=args.max_minutes, eval_every=args.eval_every, threads=args.threads, init=args.init,
     )  # fmt: skip
     print(f"trained {history['steps']} steps in {history['minutes']} min; wrote {args.out}")
 
