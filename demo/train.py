@@ -12,6 +12,7 @@ AMX; elsewhere fp32). The loss curve and the held-out curve are written to `hist
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import logging
@@ -105,15 +106,20 @@ def evaluate(model: DemoLlama, data: Dataset, indices: list[int], tokens: int, b
 
 
 def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: int, lr: float, seed: int,
-          max_minutes: float, eval_every: int, threads: int, init: Path | None = None) -> dict:  # fmt: skip
+          max_minutes: float, eval_every: int, threads: int, init: Path | None = None,
+          modes: frozenset[str] | None = None) -> dict:  # fmt: skip
+    """`init`: go on from a saved model of the same shape and data (a later phase); `modes`: train only on the
+    windows of these augmentations (demo/data.py's names; None: all)."""
     torch.set_num_threads(threads)
     data = Dataset.load(data_dir)
     compact = data.compact_vocab()
     model = DemoLlama(shape, compact, seed=seed)
-    if init is not None:  # a second phase: go on from a saved model of the same shape and vocabulary
+    if init is not None:
         model.load_state_dict(load_model(init).state_dict())
     bf16 = bf16_native()
     train_ids, test_ids = data.indices(False), data.indices(True)
+    if modes is not None:
+        train_ids = [i for i in train_ids if augmentation_of(data_dir, i) in modes]
     probe = random.Random(seed).sample(test_ids, min(len(test_ids), 48))  # held-out subset for the curve
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("embed")]
     rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith("embed"))]
@@ -176,6 +182,30 @@ def load_model(path: Path) -> DemoLlama:
     return model.eval()
 
 
+@functools.cache
+def _window_modes(data_dir: Path) -> list[str]:
+    return [json.loads(line)["mode"] for line in (data_dir / "examples.jsonl").read_text().splitlines()]
+
+
+def augmentation_of(data_dir: Path, i: int) -> str:
+    """Window i's augmentation; a one-instrument window drawn for the instrument one took the random one."""
+    from .data import ONE_INSTRUMENT, RANDOM
+
+    mode = _window_modes(data_dir)[i]
+    return RANDOM if mode == ONE_INSTRUMENT else mode
+
+
+def augmentation_names(text: str) -> frozenset[str]:
+    """--modes: comma-separated names of demo/data.py's augmentations."""
+    from .data import AUGMENTATIONS, AUTOREGRESSIVE
+
+    known = {AUTOREGRESSIVE, *(name for name, _ in AUGMENTATIONS)}
+    names = frozenset(name.strip() for name in text.split(","))
+    if unknown := names - known:
+        raise argparse.ArgumentTypeError(f"unknown {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -190,12 +220,18 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=Shape.layers)
     parser.add_argument("--hidden", type=int, default=Shape.hidden)
     parser.add_argument("--init", type=Path, help="start from this model.pt (same shape and data) instead of random")
+    parser.add_argument(
+        "--modes",
+        type=augmentation_names,
+        help="train only on windows of these augmentations, e.g. autoregressive,span,instrument",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     shape = Shape(layers=args.layers, hidden=args.hidden)
     history = train(
         args.data, args.out, shape=shape, steps=args.steps, batch_tokens=args.batch_tokens, lr=args.lr,
         seed=args.seed, max_minutes=args.max_minutes, eval_every=args.eval_every, threads=args.threads, init=args.init,
+        modes=args.modes,
     )  # fmt: skip
     print(f"trained {history['steps']} steps in {history['minutes']} min; wrote {args.out}")
 
