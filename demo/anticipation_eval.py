@@ -10,7 +10,6 @@ span: what `gen --continue` sees). REST triplets are inputs, never scored.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections import Counter
@@ -113,7 +112,7 @@ def control_ce(model, prompts: list[np.ndarray], events: list[np.ndarray], ids: 
 
     from .model import make_batch, slot_losses
 
-    sums: dict[str, float] = Counter()
+    slots: dict[str, np.ndarray] = {}  # per variant: summed CE of the time, duration and instrument-pitch slots
     tokens = windows = 0
     with torch.no_grad():
         for i in ids:
@@ -126,9 +125,11 @@ def control_ce(model, prompts: list[np.ndarray], events: list[np.ndarray], ids: 
                 prompt = prompts[i].copy()
                 prompt[-1] = vocab.MIDI_ANTICIPATE_ID if anticipate else vocab.MIDI_AUTOREGRESS_ID
                 batch = make_batch(model.compact, [(prompt, np.array(seq, dtype=np.int64))], [scored])
-                sums[name] += float(sum(slot_losses(model, batch)))
+                slots[name] = slots.get(name, 0) + np.array([float(loss) for loss in slot_losses(model, batch)])
             tokens += batch.tokens  # the same span notes in every variant
-    return {"windows": windows, "tokens": tokens, **{name: s / max(tokens, 1) for name, s in sums.items()}}
+    per_slot = {name: [round(float(x), 4) for x in v * 3 / max(tokens, 1)] for name, v in slots.items()}
+    means = {name: float(v.sum()) / max(tokens, 1) for name, v in slots.items()}
+    return {"windows": windows, "tokens": tokens, **means, "per_slot": per_slot}
 
 
 def infill_checks(model_path: Path, captions: list[str], events: list[np.ndarray], ids: list[int], *,
@@ -177,5 +178,29 @@ def infill_checks(model_path: Path, captions: list[str], events: list[np.ndarray
 
 
 def captions_of(data_dir: Path) -> list[str]:
-    """The caption of every dataset row (examples.jsonl is in row order)."""
-    return [json.loads(line)["caption"] for line in (data_dir / "examples.jsonl").read_text().splitlines()]
+    """The caption of every dataset row."""
+    from .data import read_examples
+
+    return [record["caption"] for record in read_examples(data_dir)]
+
+
+def main() -> None:
+    """The span CE figures for any training checkpoint (a later phase's, say): `python -m demo.anticipation_eval
+    build/demo/phase3/model.pt`."""
+    import argparse
+    import json
+
+    from .train import DATA, Dataset, load_model
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="a demo.train model.pt")
+    parser.add_argument("--data", type=Path, default=DATA)
+    args = parser.parse_args()
+    model, data = load_model(args.checkpoint), Dataset.load(args.data)
+    test_ids = data.indices(True)
+    for name, planner in (("infill_ce", infill_plan), ("accompany_ce", accompany_plan)):
+        print(name, json.dumps(control_ce(model, data.prompts, data.events, test_ids, planner)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

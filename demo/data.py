@@ -348,6 +348,11 @@ def _save(out: Path, prompts: list[list[int]], events: list[list[int]], records:
     (out / "examples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
+def read_examples(folder: Path) -> list[dict]:
+    """examples.jsonl's records (caption, provenance, augmentation `mode`), in dataset row order."""
+    return [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
+
+
 def anticipation_stats(records: list[dict], sequences: list[list[int]], share: float) -> dict:
     """How many training windows each augmentation made, and how their tokens divide into events, REST and
     controls (the card states the shares)."""

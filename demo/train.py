@@ -12,7 +12,6 @@ AMX; elsewhere fp32). The loss curve and the held-out curve are written to `hist
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
 import logging
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data import ONE_INSTRUMENT, RANDOM, read_examples
 from .data import OUT as DATA
 from .model import CompactVocab, DemoLlama, Shape, make_batch, slot_losses
 
@@ -119,7 +119,9 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     bf16 = bf16_native()
     train_ids, test_ids = data.indices(False), data.indices(True)
     if modes is not None:
-        train_ids = [i for i in train_ids if augmentation_of(data_dir, i) in modes]
+        # A one-instrument window drawn for the instrument augmentation took the random one (demo/data.py).
+        kinds = [RANDOM if r["mode"] == ONE_INSTRUMENT else r["mode"] for r in read_examples(data_dir)]
+        train_ids = [i for i in train_ids if kinds[i] in modes]
     probe = random.Random(seed).sample(test_ids, min(len(test_ids), 48))  # held-out subset for the curve
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("embed")]
     rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith("embed"))]
@@ -180,19 +182,6 @@ def load_model(path: Path) -> DemoLlama:
     model = DemoLlama(Shape(**saved["shape"]), CompactVocab(saved["text_ids"]), seed=saved["seed"])
     model.load_state_dict(saved["state"])
     return model.eval()
-
-
-@functools.cache
-def _window_modes(data_dir: Path) -> list[str]:
-    return [json.loads(line)["mode"] for line in (data_dir / "examples.jsonl").read_text().splitlines()]
-
-
-def augmentation_of(data_dir: Path, i: int) -> str:
-    """Window i's augmentation; a one-instrument window drawn for the instrument one took the random one."""
-    from .data import ONE_INSTRUMENT, RANDOM
-
-    mode = _window_modes(data_dir)[i]
-    return RANDOM if mode == ONE_INSTRUMENT else mode
 
 
 def augmentation_names(text: str) -> frozenset[str]:

@@ -23,7 +23,7 @@ from midillm_lite.amt import anticipation as A
 from midillm_lite.amt import ops
 from midillm_lite.amt.codec import Note, encode_notes
 from midillm_lite.amt.midi import midi_to_notes, notes_to_midi, read_midi
-from midillm_lite.amt.vocab import DELTA, DUR_OFFSET, MAX_DUR, TIME_RESOLUTION
+from midillm_lite.amt.vocab import DELTA, DUR_OFFSET, MAX_DUR, NOTE_OFFSET, REST, TIME_OFFSET, TIME_RESOLUTION
 from midillm_lite.errors import UserError
 from midillm_lite.sampling import NoteState
 
@@ -293,7 +293,6 @@ def test_sampling_starts_at_the_span_and_counts_kept_instruments():
 def test_rest_triplets_the_sampler_writes_are_padding(music):
     """While anticipating the note slot may take REST (AMT's padding, so that controls keep arriving through a
     silence): such triplets are no notes in the output, and every kept note stays."""
-    from midillm_lite.amt.vocab import NOTE_OFFSET, REST, TIME_OFFSET
     from midillm_lite.generate import _make_output
 
     _, notes = music
