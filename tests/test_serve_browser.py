@@ -61,14 +61,16 @@ def test_the_page_generates_shows_and_downloads(tiny_gguf, tmp_path: Path) -> No
                 page.on("request", lambda r: None if r.url.startswith((server.url, "blob:", "data:"))
                         else problems.append(f"outside request: {r.url}"))  # fmt: skip
                 page.goto(server.url + "/")
-                page.wait_for_function("document.querySelector('#model').textContent.startsWith('model:')")
+                # Arrow functions, not expressions: playwright eval()s an expression on every poll, which the page's CSP
+                # (no unsafe-eval) refuses once the first check is false; a function is compiled once, by devtools.
+                page.wait_for_function("() => document.querySelector('#model').textContent.startsWith('model:')")
                 page.fill("#prompt", "A gentle piece for solo piano.")
                 page.fill("[name=n]", "1")
                 page.fill("[name=max_tokens]", "60")
                 page.fill("[name=seed]", "3")
                 page.click("#generate")
                 page.wait_for_selector(".output img", timeout=TIMEOUT_MS)
-                page.wait_for_function("document.querySelector('.output img').naturalWidth > 0")
+                page.wait_for_function("() => document.querySelector('.output img').naturalWidth > 0")
                 assert page.text_content("#status").startswith("done")
                 with page.expect_download() as info:
                     page.click(".output a.midi")
@@ -82,7 +84,7 @@ def test_the_page_generates_shows_and_downloads(tiny_gguf, tmp_path: Path) -> No
                 if "rejected" not in served.parts:  # audio is rendered for usable outputs only, as gen does
                     assert served.with_suffix(".ogg").is_file()
                     # The browser decodes the served file: its player knows the duration of the music.
-                    page.wait_for_function("document.querySelector('.output audio').duration > 0.5",
+                    page.wait_for_function("() => document.querySelector('.output audio').duration > 0.5",
                                            timeout=TIMEOUT_MS)  # fmt: skip
                 page.wait_for_selector("#recent li")
                 shot = tmp_path / "page.png"
