@@ -185,12 +185,12 @@ def captions_of(data_dir: Path) -> list[str]:
 
 
 def main() -> None:
-    """The span CE figures for any training checkpoint (a later phase's, say): `python -m demo.anticipation_eval
-    build/demo/phase3/model.pt`."""
+    """The held-out CE and the span CE figures of any training checkpoint (a stage's, say): `python -m
+    demo.anticipation_eval build/demo/train-autoregressive/model.pt`."""
     import argparse
     import json
 
-    from .train import DATA, Dataset, load_model
+    from .train import DATA, Dataset, evaluate, load_model
 
     parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="a demo.train model.pt")
@@ -198,6 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     model, data = load_model(args.checkpoint), Dataset.load(args.data)
     test_ids = data.indices(True)
+    print("held_out_ce", json.dumps(evaluate(model, data, test_ids, tokens=8192, bf16=False)), flush=True)
     for name, planner in (("infill_ce", infill_plan), ("accompany_ce", accompany_plan)):
         print(name, json.dumps(control_ce(model, data.prompts, data.events, test_ids, planner)), flush=True)
 

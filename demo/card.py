@@ -38,16 +38,27 @@ WIDTH = 118
 LEGEND_INSTRUMENTS = 6
 
 
+def stages(history: dict) -> list[dict]:
+    """The training stages in order (demo/train.py keeps the earlier ones of an `--init` run in "stages")."""
+    return [*history.get("stages", []), history]
+
+
 def loss_plot(history: dict, unigram: float, path: Path) -> None:
-    steps = [r["tokens"] / 1e6 for r in history["train"]]
-    losses = [r["loss"] for r in history["train"]]
+    steps, losses, held, boundaries, offset = [], [], [], [], 0
+    for stage in stages(history):  # one curve: each stage's tokens counted on from the previous stage's
+        steps += [(offset + r["tokens"]) / 1e6 for r in stage["train"]]
+        losses += [r["loss"] for r in stage["train"]]
+        held += [{**r, "tokens": offset + r["tokens"]} for r in stage["held_out"]]
+        offset += stage["train"][-1]["tokens"]
+        boundaries.append(offset / 1e6)
     window = 20
     smooth = [sum(losses[max(0, i - window + 1) : i + 1]) / len(losses[max(0, i - window + 1) : i + 1])
               for i in range(len(losses))]  # fmt: skip
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(steps, losses, color="#bbbbbb", linewidth=0.6, label="training batch (times unmasked)")
     ax.plot(steps, smooth, color="#1f77b4", label=f"training (mean of {window})")
-    held = history["held_out"]
+    for x in boundaries[:-1]:
+        ax.axvline(x, color="#888888", linestyle=":", label="next training stage")
     ax.plot([r["tokens"] / 1e6 for r in held], [r["ce"] for r in held], "o-", color="#d62728", label="held-out subset")
     ax.axhline(unigram, color="#2ca02c", linestyle="--", label="per-slot unigram (held-out)")
     ax.set_xlabel("MIDI tokens seen (millions)")
@@ -113,9 +124,7 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
         "tied input/output embedding.",
         f"- File: `{SHIPPED.name}`, Q8_0, {size_mib:.1f} MiB, converted from the exported Hugging Face folder by",
         "  `midillm-lite convert` (the stage users run).",
-        f"- Trained {history['steps']} steps ({history['minutes']} min on 2 CPU cores, bf16 autocast: "
-        f"{history['bf16']}), {history['train'][-1]['tokens'] / 1e6:.1f} M MIDI tokens seen, batches of up to "
-        f"{history['batch_tokens']} tokens, AdamW at peak learning rate {history['lr']}, cosine decay.",
+        training_bullet(history),
         "- Loss on the MIDI tokens only, each token scored against the candidates of its triplet slot (all",
         "  arrival times, durations, instrument-pitch). Arrival times are scored unmasked in training so the model",
         "  learns where the music is: trained under the strict mask (no time earlier than the latest onset), an",
@@ -243,7 +252,7 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
         "",
         "## Reproduce",
         "",
-        "`make demo-data` (about 10 min) then `make demo-model` (about an hour on 2 cores: training, export,",
+        "`make demo-data` (about 10 min) then `make demo-model` (about 85 min on 2 cores: training, export,",
         "conversion, evaluation, this card). Training uses torch through the `[train]` extra; nothing else needs it.",
         "",
         "## License",
@@ -254,6 +263,26 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def training_minutes(history: dict) -> float:
+    return sum(stage["minutes"] for stage in stages(history))
+
+
+def training_bullet(history: dict) -> str:
+    """How long and on what each training stage ran."""
+    parts = [
+        f"{stage['steps']} steps ({stage['minutes']} min) on "
+        f"{'the ' + ' and '.join(stage['modes']) + ' windows' if stage.get('modes') else 'all windows'}"
+        f" at peak learning rate {stage['lr']}" + (" from there" if k else "")
+        for k, stage in enumerate(stages(history))
+    ]
+    tokens = sum(stage["train"][-1]["tokens"] for stage in stages(history))
+    return (
+        f"- Trained {', then '.join(parts)} ({training_minutes(history):.1f} min on 2 CPU cores, bf16 autocast:"
+        f" {history['bf16']}), {tokens / 1e6:.1f} M MIDI tokens seen, batches of up to {history['batch_tokens']}"
+        " tokens, AdamW, cosine decay in each stage."
+    )
 
 
 def tempo_followed(ev: dict) -> bool:
@@ -272,7 +301,7 @@ def known_limits(ev: dict, history: dict) -> str:
     reach = ev["data_reach"]
     parts = [
         "Instrument words are followed and the held-out cross-entropy is far below the baselines; this is still a"
-        f" {SHIPPED.stat().st_size / 2**20:.0f} MiB model trained for {history['minutes']:.0f} minutes on 2 CPU"
+        f" {SHIPPED.stat().st_size / 2**20:.0f} MiB model trained for {training_minutes(history):.0f} minutes on 2 CPU"
         " cores, so expect texture rather than composition."
     ]
     if tempo_followed(ev):
@@ -314,17 +343,20 @@ def anticipation_bullets(stats: dict) -> list[str]:
     n = {k: modes.get(k, 0) for k in (AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT, ONE_INSTRUMENT)}
     controls = sum(v["controls"] for v in a["modes"].values())
     notes = controls + sum(v["event_notes"] for v in a["modes"].values())
+    anticipated = total - n[AUTOREGRESSIVE]
     return [
-        f"- Infilling and accompaniment (AMT's anticipation mode): {a['share']:.0%} of the training windows are drawn"
-        " to end their prompt with ANTICIPATE and carry controls, made as AMT's tokenizer makes them and split in its"
-        f" proportions (span 1 : random 4 : instrument 4): span ({n[SPAN]:,} windows: notes in"
-        f" {a['span_seconds']:g} s spans starting on average {1 / a['span_rate']:g} s apart become controls), random"
-        f" ({n[RANDOM]:,}: each note a control with probability r/10, r drawn from 1-9), instrument ({n[INSTRUMENT]:,}:"
-        f" some but not all of the window's instruments; {n[ONE_INSTRUMENT]:,} more windows drawn for it have one"
-        " instrument and take the random augmentation, where AMT would keep them without controls); the other"
-        f" {n[AUTOREGRESSIVE]:,} of {total:,} are autoregressive as before"
-        f" ({controls / max(notes, 1):.0%} of all training notes are controls). Events are padded with REST as AMT"
-        " pads them and controls interleaved 5 s ahead, by the functions `gen --infill` uses"
+        f"- Infilling and accompaniment (AMT's anticipation mode): each of the {n[AUTOREGRESSIVE]:,} autoregressive"
+        f" training windows is kept, and {a['share']:.0%} of them also get one copy whose prompt ends with ANTICIPATE"
+        f" and whose notes are partly controls ({anticipated:,} copies; AMT's tokenizer writes each piece ten times,"
+        " one plain and nine anticipated). The controls are made as AMT's tokenizer makes them, split span 4 :"
+        " random 1 : instrument 4 (AMT: 1 : 4 : 4; spans and instruments are the shapes `gen --infill` and"
+        " `--accompany` ask for, and a retrain with AMT's split learned neither): span"
+        f" ({n[SPAN]:,} copies: notes in {a['span_seconds']:g} s spans starting on average {1 / a['span_rate']:g} s"
+        f" apart become controls), random ({n[RANDOM]:,}: each note a control with probability r/10, r drawn from"
+        f" 1-9), instrument ({n[INSTRUMENT]:,}: some but not all of the window's instruments; {n[ONE_INSTRUMENT]:,}"
+        " more copies drawn for it have one instrument and take span controls, where AMT would keep them without"
+        f" controls); {controls / max(notes, 1):.0%} of all training notes are controls. Events are padded with REST"
+        " as AMT pads them and controls interleaved 5 s ahead, by the functions `gen --infill` uses"
         " (`midillm_lite.amt.anticipation`). Only events (REST included) are scored: controls are inputs, which"
         " `gen` inserts. A control's duration and instrument-pitch rows are the rows of the events they mirror plus"
         " one learned vector per slot; its arrival-time rows have their own map of the tick codes (see demo/model.py).",

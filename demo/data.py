@@ -8,11 +8,11 @@ held-out by a hash of their corpus path, so no held-out piece leaks. The
 output is `dataset.npz` (token ids) plus `examples.jsonl` (captions and
 provenance) and `stats.json`, deterministic for a given corpus and seed.
 
-A share of the training windows is in AMT's anticipation mode (the prompt ends
-with ANTICIPATE; some notes become controls, laid out by
-`midillm_lite.amt.anticipation`'s `pad` and `anticipate`, the functions the
-runtime's infilling uses), with AMT's augmentations in its tokenizer's
-proportions (`augment`); held-out windows stay autoregressive.
+Every training window is autoregressive, and a share of them also has a copy
+in AMT's anticipation mode (the prompt ends with ANTICIPATE; some notes become
+controls, laid out by `midillm_lite.amt.anticipation`'s `pad` and
+`anticipate`, the functions the runtime's infilling uses), with AMT's
+augmentations (`augment`); held-out windows stay autoregressive.
 """
 
 from __future__ import annotations
@@ -50,17 +50,21 @@ PARSE_TIMEOUT_S = 90
 RENDERINGS = 3  # renderings of each training piece: the score's tempo, then two drawn ones
 
 # --- anticipation-mode windows (AMT's tokenize.py) ---------------------------------------------------------------
-# AMT's tokenizer draws each copy of a piece from 10 augmentations: 1 plain (autoregressive), 1 span, 4 random and
-# 4 instrument. The demo keeps the plain share larger (ANTICIPATION_SHARE of the training windows are anticipated,
-# the rest autoregressive as before, so the text-to-MIDI figures keep their data) and splits the anticipated ones
-# as AMT splits its 9: span 1/9, random 4/9, instrument 4/9.
-ANTICIPATION_SHARE = 0.5
+# AMT's tokenizer writes each piece 10 times, each copy drawn from its augmentations: 1 plain (autoregressive),
+# 1 span, 4 random and 4 instrument. The demo keeps every training window autoregressive, exactly the rows the
+# autoregressive-only demo was trained on, and adds an anticipated copy of a share of them (ANTICIPATION_SHARE), after
+# all the autoregressive rows so that those keep their indices. `make demo-model` trains on the autoregressive rows
+# first, then on both (demo/train.py).
+ANTICIPATION_SHARE = 1.0
 AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT = "autoregressive", "span", "random", "instrument"
-# AMT keeps a one-instrument piece drawn for the instrument augmentation without controls (rare on Lakh MIDI). Here
-# most windows are one instrument (solo and organ renderings, tunes): they take the random augmentation instead, so
-# that the anticipated share carries controls.
-ONE_INSTRUMENT = "random, drawn as instrument with one instrument"
-AUGMENTATIONS = ((SPAN, 1), (RANDOM, 4), (INSTRUMENT, 4))
+# The anticipated copies weigh span and instrument controls above AMT's random ones: those are the two shapes the
+# runtime asks for (`gen --infill` is a span, `--accompany` instruments); a first retrain with AMT's 1:4:4 learned
+# neither, and training on fewer random copies made the instrument controls help (BENCHMARKS.md, "Demo model:
+# anticipation retrains"). AMT keeps a one-instrument piece drawn for the instrument augmentation without
+# controls (rare on Lakh MIDI); here most windows are one instrument (solo and organ renderings, tunes), so they take
+# the span augmentation instead.
+ONE_INSTRUMENT = "span, drawn as instrument with one instrument"
+AUGMENTATIONS = ((SPAN, 4), (RANDOM, 1), (INSTRUMENT, 4))
 SPAN_RATE = 0.05  # AMT's lambda: a span of controls starts on average 1/0.05 = 20 s after the last one ended
 SPAN_TICKS = vocab.DELTA  # AMT's spans last DELTA (5 s)
 RANDOM_RATES = 10  # AMT's ANTICIPATION_RATES: each note is a control with probability r/10, r drawn from 1..9
@@ -261,10 +265,9 @@ def anticipation_tokens(notes: list[Note], controls: list[bool]) -> list[int]:
     return (tokens + left)[:MAX_TOKENS]
 
 
-def augment(notes: list[Note], rng: random.Random, share: float = ANTICIPATION_SHARE) -> tuple[str, list[int] | None]:
-    """(augmentation, AMT ids after ANTICIPATE) for one training window; (AUTOREGRESSIVE, None) keeps it as is."""
-    if rng.random() >= share:
-        return AUTOREGRESSIVE, None
+def augment(notes: list[Note], rng: random.Random) -> tuple[str, list[int]] | None:
+    """(augmentation, AMT ids after ANTICIPATE): one anticipated copy of a training window; None when the draw left
+    no event to learn from (every note a control)."""
     kind = rng.choices([k for k, _ in AUGMENTATIONS], weights=[w for _, w in AUGMENTATIONS])[0]
     if kind == SPAN:
         controls = span_controls(notes, rng)
@@ -273,11 +276,16 @@ def augment(notes: list[Note], rng: random.Random, share: float = ANTICIPATION_S
     else:
         controls = instrument_controls(notes, rng)
         if controls is None:
-            kind, controls = ONE_INSTRUMENT, random_controls(notes, rng)
+            kind, controls = ONE_INSTRUMENT, span_controls(notes, rng)
     tokens = anticipation_tokens(notes, controls)
-    if not any(t < vocab.REST for t in tokens[2::3]):  # every note a control: nothing to learn from
-        return AUTOREGRESSIVE, None
+    if not any(t < vocab.REST for t in tokens[2::3]):
+        return None
     return kind, tokens
+
+
+def base_mode(mode: str) -> str:
+    """The augmentation an examples.jsonl `mode` trains (a one-instrument window drawn as instrument is a span)."""
+    return SPAN if mode == ONE_INSTRUMENT else mode
 
 
 class CaptionTokenizer:
@@ -306,6 +314,7 @@ def build(out: Path, *, seed: int, renderings: int, workers: int, share: float =
     prompts: list[list[int]] = []
     events: list[list[int]] = []
     records: list[dict] = []
+    anticipated: list[tuple[list[int], list[int], dict]] = []  # appended after every autoregressive row
     for piece in pieces:
         held_out = is_held_out(piece.piece_id)
         rng = random.Random(f"{seed}:{piece.piece_id}")
@@ -314,13 +323,21 @@ def build(out: Path, *, seed: int, renderings: int, workers: int, share: float =
         for r in range(1 if held_out else renderings):
             rendering = choose_rendering(piece.info, rng, original=r == 0)
             for w, window in enumerate(windows(render_notes(piece.notes, rendering))):
-                mode, tokens = (AUTOREGRESSIVE, None) if held_out else augment(window, augment_rng, share)
-                prompts.append(tokenizer.prompt(rendering.caption, anticipate=tokens is not None))
-                events.append(encode_notes(window).tokens if tokens is None else tokens)
-                records.append({"piece": piece.piece_id, "collection": piece.info.collection, "window": w,
-                                "split": "test" if held_out else "train", "caption": rendering.caption,
-                                "ensemble": rendering.ensemble.name, "bpm": rendering.bpm,
-                                "mode": mode})  # fmt: skip
+                record = {"piece": piece.piece_id, "collection": piece.info.collection, "window": w,
+                          "split": "test" if held_out else "train", "caption": rendering.caption,
+                          "ensemble": rendering.ensemble.name, "bpm": rendering.bpm}  # fmt: skip
+                prompts.append(tokenizer.prompt(rendering.caption))
+                events.append(encode_notes(window).tokens)
+                records.append(record | {"mode": AUTOREGRESSIVE})
+                if held_out or augment_rng.random() >= share or (copy := augment(window, augment_rng)) is None:
+                    continue
+                mode, tokens = copy
+                anticipated.append((tokenizer.prompt(rendering.caption, anticipate=True), tokens,
+                                    record | {"mode": mode}))  # fmt: skip
+    for prompt, tokens, record in anticipated:
+        prompts.append(prompt)
+        events.append(tokens)
+        records.append(record)
     out.mkdir(parents=True, exist_ok=True)
     _save(out, prompts, events, records)
     stats = _stats(pieces, records, events, parse_s, time.monotonic() - start, seed) | {
@@ -393,7 +410,7 @@ def main() -> None:
     parser.add_argument("--renderings", type=int, default=RENDERINGS, help="renderings of each training piece")
     parser.add_argument("--workers", type=int, default=max(1, multiprocessing.cpu_count()))
     parser.add_argument("--anticipation-share", type=float, default=ANTICIPATION_SHARE,
-                        help="share of training windows in AMT anticipation mode")  # fmt: skip
+                        help="share of training windows that also get a copy in AMT anticipation mode")  # fmt: skip
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     stats = build(args.out, seed=args.seed, renderings=args.renderings, workers=args.workers,

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import ONE_INSTRUMENT, RANDOM, read_examples
 from .data import OUT as DATA
+from .data import base_mode, read_examples
 from .model import CompactVocab, DemoLlama, Shape, make_batch, slot_losses
 
 log = logging.getLogger("demo.train")
@@ -114,13 +114,16 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     data = Dataset.load(data_dir)
     compact = data.compact_vocab()
     model = DemoLlama(shape, compact, seed=seed)
+    earlier: list[dict] = []  # the stages that made `init`, for the card and the loss plot
     if init is not None:
         model.load_state_dict(load_model(init).state_dict())
+        if (made := init.parent / "history.json").exists():
+            before = json.loads(made.read_text())
+            earlier = [*before.pop("stages", []), before]
     bf16 = bf16_native()
     train_ids, test_ids = data.indices(False), data.indices(True)
     if modes is not None:
-        # A one-instrument window drawn for the instrument augmentation took the random one (demo/data.py).
-        kinds = [RANDOM if r["mode"] == ONE_INSTRUMENT else r["mode"] for r in read_examples(data_dir)]
+        kinds = [base_mode(r["mode"]) for r in read_examples(data_dir)]
         train_ids = [i for i in train_ids if kinds[i] in modes]
     probe = random.Random(seed).sample(test_ids, min(len(test_ids), 48))  # held-out subset for the curve
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("embed")]
@@ -129,7 +132,8 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
                             lr=lr, betas=(0.9, 0.98))  # fmt: skip
     warmup = max(1, steps // 25)
     history: dict = {"train": [], "held_out": [], "bf16": bf16, "shape": shape.to_dict(), "lr": lr,
-                     "batch_tokens": batch_tokens}  # fmt: skip
+                     "batch_tokens": batch_tokens, "modes": sorted(modes) if modes else None,
+                     "stages": earlier}  # fmt: skip
     rng = random.Random(seed)
     batches: list[list[int]] = []
     start = time.monotonic()

@@ -79,16 +79,25 @@ def test_instrument_controls_take_some_instruments_but_not_all() -> None:
 
 
 def test_augmentation_shares_follow_the_stated_proportions() -> None:
-    """Half the windows anticipated, those split 1:4:4 (span, random, instrument) as AMT's tokenizer splits its 9."""
+    """Anticipated copies split 4:1:4 (span, random, instrument); a one-instrument window drawn for the instrument
+    augmentation takes span controls (and trains as span)."""
     rng = random.Random(7)
     notes = _window(2, notes=40)
     kinds = Counter(data.augment(notes, rng)[0] for _ in range(900))
-    assert abs(kinds[data.AUTOREGRESSIVE] / 900 - data.ANTICIPATION_SHARE) < 0.06, kinds
-    anticipated = 900 - kinds[data.AUTOREGRESSIVE]
+    total = sum(weight for _, weight in data.AUGMENTATIONS)
     for kind, weight in data.AUGMENTATIONS:
-        assert abs(kinds[kind] / anticipated - weight / 9) < 0.07, kinds
-    solo = Counter(data.augment(_window(3, instruments=(0,), notes=40), rng, share=1.0)[0] for _ in range(90))
-    assert data.INSTRUMENT not in solo and solo[data.ONE_INSTRUMENT] > 0  # one instrument: random controls instead
+        assert abs(kinds[kind] / 900 - weight / total) < 0.06, kinds
+    solo = Counter(data.augment(_window(3, instruments=(0,), notes=40), rng)[0] for _ in range(90))
+    assert data.INSTRUMENT not in solo and data.RANDOM in solo and solo[data.ONE_INSTRUMENT] > 0
+    assert data.base_mode(data.ONE_INSTRUMENT) == data.SPAN and data.base_mode(data.RANDOM) == data.RANDOM
+
+
+def test_a_copy_with_every_note_a_control_is_not_made() -> None:
+    """A window whose one instrument lies wholly in its first span has no event left to learn: no copy."""
+    notes = [Note(t, 10, 0, 60) for t in range(0, 400, 50)]  # 3.5 s: inside the first 5 s span
+    draws = _Draws([0.0] * 10)
+    draws.choices = lambda population, weights: [data.SPAN]  # type: ignore[method-assign]
+    assert data.augment(notes, draws) is None
 
 
 @pytest.mark.slow
@@ -104,7 +113,8 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     for k in range(14):
         notes = _window(k)
         held_out = k >= 10
-        mode, tokens = (data.AUTOREGRESSIVE, None) if held_out else data.augment(notes, rng, share=0.8)
+        copy = None if held_out or k % 5 == 4 else data.augment(notes, rng)
+        mode, tokens = copy or (data.AUTOREGRESSIVE, None)
         end = vocab.MIDI_AUTOREGRESS_ID if tokens is None else vocab.MIDI_ANTICIPATE_ID
         prompts.append([128000, 791 + k % 3, 6710, end])
         sequences.append(encode_notes(notes).tokens if tokens is None else tokens)
@@ -165,4 +175,15 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     text = "\n".join(card.anticipation_section(figures) + card.anticipation_bullets(
         {"anticipation": data.anticipation_stats(records, sequences, 0.8)}))  # fmt: skip
     assert f"kept notes unchanged in the output file {checks['kept_notes']:,} of {checks['kept_notes']:,}" in text
-    assert "80% of the training windows" in text
+    assert "80% of them also get one copy" in text
+
+    # A second stage from the first (make demo-model's two stages): the card tells both and plots one curve.
+    later = train.train(tmp_path / "data", tmp_path / "stage2", shape=shape, steps=1, batch_tokens=4096, lr=1e-3,
+                        seed=0, max_minutes=5, eval_every=100, threads=1, init=tmp_path / "train" / "model.pt",
+                        modes=frozenset({data.SPAN, data.AUTOREGRESSIVE}))  # fmt: skip
+    assert [stage["steps"] for stage in card.stages(later)] == [2, 1] and later["modes"] == ["autoregressive", "span"]
+    bullet = card.training_bullet(later)
+    assert "2 steps" in bullet and "on all windows at peak learning rate 0.003, then 1 steps" in bullet, bullet
+    assert "the autoregressive and span windows at peak learning rate 0.001 from there" in bullet, bullet
+    card.loss_plot(later, 5.0, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").stat().st_size > 1000
