@@ -57,8 +57,8 @@ def loss_plot(history: dict, unigram: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     ax.plot(steps, losses, color="#bbbbbb", linewidth=0.6, label="training batch (times unmasked)")
     ax.plot(steps, smooth, color="#1f77b4", label=f"training (mean of {window})")
-    for x in boundaries[:-1]:
-        ax.axvline(x, color="#888888", linestyle=":", label="next training stage")
+    for k, x in enumerate(boundaries[:-1]):  # one legend entry however many stages
+        ax.axvline(x, color="#888888", linestyle=":", label=None if k else "next training stage")
     ax.plot([r["tokens"] / 1e6 for r in held], [r["ce"] for r in held], "o-", color="#d62728", label="held-out subset")
     ax.axhline(unigram, color="#2ca02c", linestyle="--", label="per-slot unigram (held-out)")
     ax.set_xlabel("MIDI tokens seen (millions)")
