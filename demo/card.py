@@ -344,22 +344,26 @@ def anticipation_bullets(stats: dict) -> list[str]:
     controls = sum(v["controls"] for v in a["modes"].values())
     notes = controls + sum(v["event_notes"] for v in a["modes"].values())
     anticipated = total - n[AUTOREGRESSIVE]
+    w = a["augmentations"]
     return [
         f"- Infilling and accompaniment (AMT's anticipation mode): each of the {n[AUTOREGRESSIVE]:,} autoregressive"
         f" training windows is kept, and {a['share']:.0%} of them also get one copy whose prompt ends with ANTICIPATE"
         f" and whose notes are partly controls ({anticipated:,} copies; AMT's tokenizer writes each piece ten times,"
-        " one plain and nine anticipated). The controls are made as AMT's tokenizer makes them, split span 4 :"
-        " random 1 : instrument 4 (AMT: 1 : 4 : 4; spans and instruments are the shapes `gen --infill` and"
-        " `--accompany` ask for, and a retrain with AMT's split learned neither): span"
-        f" ({n[SPAN]:,} copies: notes in {a['span_seconds']:g} s spans starting on average {1 / a['span_rate']:g} s"
-        f" apart become controls), random ({n[RANDOM]:,}: each note a control with probability r/10, r drawn from"
-        f" 1-9), instrument ({n[INSTRUMENT]:,}: some but not all of the window's instruments; {n[ONE_INSTRUMENT]:,}"
+        " one plain and nine anticipated). The controls follow AMT's tokenizer, split span"
+        f" {w[SPAN]} : random {w[RANDOM]} : instrument {w[INSTRUMENT]} (AMT: 1 : 4 : 4; spans and instruments are"
+        " the shapes `gen --infill` and `--accompany` ask for, and a retrain with AMT's split learned neither):"
+        f" span ({n[SPAN]:,} copies: the notes of a {a['span_seconds']:g} s span from a"
+        " random note on become controls and the window ends with the span, as `gen --infill` lays out a request;"
+        " AMT's spans recur through the window, and the 5 s without events after each taught the demo that controls"
+        f" announce a gap), random ({n[RANDOM]:,}: each note a control with probability r/10, r drawn from 1-9),"
+        f" instrument ({n[INSTRUMENT]:,}: some but not all of the window's instruments; {n[ONE_INSTRUMENT]:,}"
         " more copies drawn for it have one instrument and take span controls, where AMT would keep them without"
         f" controls); {controls / max(notes, 1):.0%} of all training notes are controls. Events are padded with REST"
         " as AMT pads them and controls interleaved 5 s ahead, by the functions `gen --infill` uses"
         " (`midillm_lite.amt.anticipation`). Only events (REST included) are scored: controls are inputs, which"
         " `gen` inserts. A control's duration and instrument-pitch rows are the rows of the events they mirror plus"
-        " one learned vector per slot; its arrival-time rows have their own map of the tick codes (see demo/model.py).",
+        " one learned vector per slot; its arrival-time row is the event row of the tick it is inserted at (its"
+        " time minus 5 s) plus a learned map of its own tick's codes (see demo/model.py).",
     ]
 
 

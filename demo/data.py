@@ -12,7 +12,7 @@ Every training window is autoregressive, and a share of them also has a copy
 in AMT's anticipation mode (the prompt ends with ANTICIPATE; some notes become
 controls, laid out by `midillm_lite.amt.anticipation`'s `pad` and
 `anticipate`, the functions the runtime's infilling uses), with AMT's
-augmentations (`augment`); held-out windows stay autoregressive.
+augmentations after AMT's (`augment`); held-out windows stay autoregressive.
 """
 
 from __future__ import annotations
@@ -65,8 +65,14 @@ AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT = "autoregressive", "span", "random", "
 # the span augmentation instead.
 ONE_INSTRUMENT = "span, drawn as instrument with one instrument"
 AUGMENTATIONS = ((SPAN, 4), (RANDOM, 1), (INSTRUMENT, 4))
-SPAN_RATE = 0.05  # AMT's lambda: a span of controls starts on average 1/0.05 = 20 s after the last one ended
 SPAN_TICKS = vocab.DELTA  # AMT's spans last DELTA (5 s)
+# AMT's spans recur through the piece (on average 20 s after the last one ended), and the 5 s of each have no events,
+# only REST: trained on that, the demo learnt that controls announce a gap, and wrote sparser music before them
+# (measured on the span's last 5 s of held-out infill requests: an expected arrival step of 28 ticks with the
+# controls, 20 without, 19 in the data). Here a span starts at a random note and the window ends with it, the shape
+# `gen --infill` lays out: the events up to the span, the span's notes as controls, nothing after (the same
+# measure then: 23 ticks with the controls, 20 without; BENCHMARKS.md, "Demo model: anticipation retrains").
+SPAN_FROM = 0.25  # the span starts at a note drawn from those past the window's first quarter
 RANDOM_RATES = 10  # AMT's ANTICIPATION_RATES: each note is a control with probability r/10, r drawn from 1..9
 MAX_TOKENS = vocab.DEFAULT_MAX_TOKENS  # anticipated windows (REST padding added) are cut to a default generation
 
@@ -224,19 +230,12 @@ def windows(notes: list[Note]) -> list[list[Note]]:
     return out
 
 
-def span_controls(notes: list[Note], rng: random.Random) -> list[bool]:
-    """AMT's `extract_spans`: 5 s spans of notes become controls, each starting an exponential gap (mean 20 s)
-    after the previous one ended; the first gap starts at the first note."""
-    mask: list[bool] = []
-    in_span, next_span, end_span = True, 0, 0
-    for note in notes:
-        if in_span and note.onset >= end_span:
-            in_span = False
-            next_span = note.onset + int(vocab.TIME_RESOLUTION * rng.expovariate(SPAN_RATE))
-        if not in_span and note.onset >= next_span:
-            in_span, end_span = True, note.onset + SPAN_TICKS
-        mask.append(in_span)
-    return mask
+def span_controls(notes: list[Note], rng: random.Random) -> tuple[list[Note], list[bool]]:
+    """A SPAN_TICKS span from a random note on becomes controls, and the window ends with it: (notes up to the
+    span's end, which of them are controls)."""
+    start = notes[rng.randrange(int(len(notes) * SPAN_FROM), len(notes))].onset
+    kept = [n for n in notes if n.onset < start + SPAN_TICKS]
+    return kept, [n.onset >= start for n in kept]
 
 
 def random_controls(notes: list[Note], rng: random.Random) -> list[bool]:
@@ -254,12 +253,13 @@ def instrument_controls(notes: list[Note], rng: random.Random) -> list[bool] | N
     return anticipation.instrument_mask(notes, frozenset(chosen))
 
 
-def anticipation_tokens(notes: list[Note], controls: list[bool]) -> list[int]:
-    """The AMT ids after ANTICIPATE, as AMT's tokenizer lays out a window: the events padded with REST to the
-    window's last onset, the controls interleaved `DELTA` ahead (`anticipation.pad`, `anticipation.anticipate`)."""
+def anticipation_tokens(notes: list[Note], controls: list[bool], end_time: int | None = None) -> list[int]:
+    """The AMT ids after ANTICIPATE, as AMT's tokenizer lays out a window: the events padded with REST to `end_time`
+    (default the window's last onset), the controls interleaved `DELTA` ahead (`anticipation.pad`,
+    `anticipation.anticipate`), then the controls no event reached."""
     events = encode_notes([n for n, c in zip(notes, controls, strict=True) if not c]).tokens
     control_ids = anticipation.control_tokens([n for n, c in zip(notes, controls, strict=True) if c])
-    end_time = max(n.onset for n in notes)
+    end_time = max(n.onset for n in notes) if end_time is None else end_time
     assert end_time < vocab.MAX_TIME, "window the notes first (`windows`)"  # REST past it would not be a time token
     tokens, left = anticipation.anticipate(anticipation.pad(events, end_time), control_ids)
     return (tokens + left)[:MAX_TOKENS]
@@ -269,15 +269,13 @@ def augment(notes: list[Note], rng: random.Random) -> tuple[str, list[int]] | No
     """(augmentation, AMT ids after ANTICIPATE): one anticipated copy of a training window; None when the draw left
     no event to learn from (every note a control)."""
     kind = rng.choices([k for k, _ in AUGMENTATIONS], weights=[w for _, w in AUGMENTATIONS])[0]
-    if kind == SPAN:
-        controls = span_controls(notes, rng)
-    elif kind == RANDOM:
-        controls = random_controls(notes, rng)
-    else:
-        controls = instrument_controls(notes, rng)
-        if controls is None:
-            kind, controls = ONE_INSTRUMENT, span_controls(notes, rng)
-    tokens = anticipation_tokens(notes, controls)
+    controls = {RANDOM: random_controls, INSTRUMENT: instrument_controls}.get(kind, lambda *_: None)(notes, rng)
+    end_time = None
+    if controls is None:  # a span, or a one-instrument window drawn for the instrument augmentation
+        kind = SPAN if kind == SPAN else ONE_INSTRUMENT
+        notes, controls = span_controls(notes, rng)
+        end_time = min(n.onset for n, c in zip(notes, controls, strict=True) if c)  # as infill pads its history
+    tokens = anticipation_tokens(notes, controls, end_time)
     if not any(t < vocab.REST for t in tokens[2::3]):
         return None
     return kind, tokens
@@ -383,7 +381,7 @@ def anticipation_stats(records: list[dict], sequences: list[list[int]], share: f
         entry["controls"] += sum(t >= vocab.CONTROL_OFFSET for t in notes)
         entry["rests"] += sum(t == vocab.REST for t in notes)
         entry["event_notes"] += sum(t < vocab.REST for t in notes)
-    return {"share": share, "augmentations": dict(AUGMENTATIONS), "span_rate": SPAN_RATE,
+    return {"share": share, "augmentations": dict(AUGMENTATIONS), "span_from": SPAN_FROM,
             "span_seconds": SPAN_TICKS / vocab.TIME_RESOLUTION, "modes": modes}  # fmt: skip
 
 

@@ -163,10 +163,13 @@ class DemoLlama(nn.Module):
     Control rows (AMT's anticipated notes): a control's duration and instrument-pitch rows are the event rows they
     mirror plus one learned vector per slot kind (a control means the same note as its event, marked as given
     ahead); free control rows would be 27,512 more rows, the rarely seen ones drifting as free time rows did. A
-    control's arrival time has its own linear map of the same sinusoidal codes, so that a control 5 s ahead need not
-    read like an event there (the model's sense of "now" is the latest event time). Neither design taught the demo
-    to use the controls' times within its budget: in trial runs and in the full retrain (README, "The demo model")
-    the span's arrival times scored worse with the controls than without them.
+    control's arrival-time row is the event row of the tick it is inserted at (its time minus DELTA: never after
+    "now", which the model reads from the latest times it saw) plus a learned map of its own tick's codes that
+    starts at zero. Earlier designs (the event row of its own time plus one vector; a free map of its codes) made
+    a control read as a time up to 5 s ahead of "now", and the events after it scored worse, arrival times most,
+    than with no controls at all. This one costs nothing before training on controls, but alone it did not change
+    that after it either; the shape of the span copies mattered more (demo/data.py; BENCHMARKS.md, "Demo model:
+    anticipation retrains").
     """
 
     def __init__(self, shape: Shape, compact: CompactVocab, seed: int = 0):
@@ -180,7 +183,9 @@ class DemoLlama(nn.Module):
         self.register_buffer("control_kind", torch.from_numpy(kinds), persistent=False)
         self.embed_time = nn.Linear(TIME_FEATURES, shape.hidden, bias=False)
         self.embed_control_time = nn.Linear(TIME_FEATURES, shape.hidden, bias=False)  # controls' arrival times
-        self.register_buffer("time_codes", sinusoids(torch.arange(vocab.MAX_TIME), TIME_FEATURES, 2.0 * vocab.MAX_TIME),
+        ticks = torch.arange(vocab.MAX_TIME)
+        self.register_buffer("time_codes", sinusoids(ticks, TIME_FEATURES, 2.0 * vocab.MAX_TIME), persistent=False)
+        self.register_buffer("insert_codes", sinusoids(ticks - vocab.DELTA, TIME_FEATURES, 2.0 * vocab.MAX_TIME),
                              persistent=False)  # fmt: skip
         self.layers = nn.ModuleList(Block(shape) for _ in range(shape.layers))
         self.norm = RMSNorm(shape.hidden, shape.rms_eps)
@@ -190,6 +195,7 @@ class DemoLlama(nn.Module):
         # Time rows start with the same typical size as the free rows: each code value is +-1 in half of them.
         for time_map in (self.embed_time, self.embed_control_time):
             nn.init.normal_(time_map.weight, std=0.02 / math.sqrt(TIME_FEATURES / 2))
+        nn.init.zeros_(self.embed_control_time.weight)  # after the draws above, so the other weights are unchanged
         self._init_event_rows()
         inv = 1.0 / shape.rope_theta ** (torch.arange(0, shape.head_dim, 2).float() / shape.head_dim)
         self.register_buffer("inv_freq", inv, persistent=False)
@@ -218,7 +224,8 @@ class DemoLlama(nn.Module):
         rows = torch.cat((weight[: self.time_base], times, weight[self.time_base :]))
         events = rows[self.compact.event_base + vocab.MAX_TIME : self.compact.event_base + CONTROL_ROWS]
         kinds = self.control_kind[vocab.MAX_TIME :] - 1  # 0 duration, 1 instrument-pitch
-        return torch.cat((rows, self.embed_control_time(self.time_codes), events + self.embed_control[kinds]))
+        control_times = self.embed_time(self.insert_codes) + self.embed_control_time(self.time_codes)
+        return torch.cat((rows, control_times, events + self.embed_control[kinds]))
 
     def hidden_states(self, rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(rows.shape[1], dtype=torch.float32)

@@ -177,23 +177,3 @@ def ref_generate(history: list[int], controls: list[int], start: int, end: int, 
         assert new[0] >= max(start, current), "the script must respect future_logits"
         tokens.extend(new)
         current = new[0]
-
-
-# --- augmentation (anticipation/tokenize.py) ------------------------------------------------------------------------
-def ref_extract_spans(events: list[int], gaps_seconds: list[float]) -> tuple[list[int], list[int]]:
-    """tokenize.extract_spans, its exponential draws (seconds, mean 1/0.05) taken in order from `gaps_seconds`."""
-    gaps = iter(gaps_seconds)
-    kept, controls = [], []
-    span, next_span, end_span = True, 0, 0
-    for time, dur, note in zip(events[0::3], events[1::3], events[2::3], strict=True):
-        if span and time >= end_span:
-            span = False
-            next_span = time + int(REF_TIME_RESOLUTION * next(gaps))
-        if not span and time >= next_span:
-            span = True
-            end_span = time + REF_DELTA
-        if span:
-            controls.extend([REF_CONTROL_OFFSET + time, REF_CONTROL_OFFSET + dur, REF_CONTROL_OFFSET + note])
-        else:
-            kept.extend([time, dur, note])
-    return kept, controls

@@ -11,10 +11,10 @@ import pytest
 from clirun import run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_amt import ref_anticipate, ref_extract_spans, ref_pad
+from reference_amt import ref_anticipate, ref_pad
 
 from demo import data
-from midillm_lite.amt import ops, vocab
+from midillm_lite.amt import anticipation, ops, vocab
 from midillm_lite.amt.codec import Note, decode_tokens, encode_notes
 
 INSTRUMENTS = st.sampled_from([0, 40, 73, 128])
@@ -47,25 +47,24 @@ def test_anticipated_windows_are_amts_layout_and_hold_every_note(notes: list[Not
         assert Counter(decode_tokens(tokens).notes) == Counter(notes)
 
 
-class _Draws(random.Random):
-    """A generator whose exponential draws are scripted (the reference takes the same list)."""
-
-    def __init__(self, gaps: list[float]):
-        super().__init__(0)
-        self.gaps = iter(gaps)
-
-    def expovariate(self, lambd: float) -> float:
-        assert lambd == data.SPAN_RATE
-        return next(self.gaps)
-
-
 @settings(max_examples=40, deadline=None)
-@given(window_st, st.lists(st.floats(0, 60), min_size=300, max_size=300))
-def test_span_controls_are_amts_extract_spans(notes: list[Note], gaps: list[float]) -> None:
-    mask = data.span_controls(notes, _Draws(gaps))
-    _, ref_controls = ref_extract_spans(encode_notes(notes).tokens, gaps)
-    ours = [ops.as_control(t) for t in encode_notes([n for n, c in zip(notes, mask, strict=True) if c]).tokens]
-    assert ours == ref_controls
+@given(window_st, st.integers(0, 2**32))
+def test_span_copies_are_infill_requests(notes: list[Note], seed: int) -> None:
+    """A span copy: the notes of 5 s from a note drawn from the window's last three quarters become controls, the
+    window ends with them, and the tokens are AMT's pad + anticipate of the events up to the span's start, then the
+    controls no event reached: what `gen --infill` lays out (`anticipation.layout`) and inserts while sampling."""
+    kept, mask = data.span_controls(notes, random.Random(seed))
+    start = min(n.onset for n, c in zip(kept, mask, strict=True) if c)
+    assert any(n.onset == start for n in notes[int(len(notes) * data.SPAN_FROM) :])
+    assert kept == [n for n in notes if n.onset < start + data.SPAN_TICKS]
+    assert mask == [n.onset >= start for n in kept]
+    events = encode_notes([n for n in kept if n.onset < start]).tokens
+    controls = [ops.as_control(t) for t in encode_notes([n for n in kept if n.onset >= start]).tokens]
+    expected, left = ref_anticipate(ref_pad(events, start), controls)
+    tokens = data.anticipation_tokens(kept, mask, start)
+    assert tokens == (expected + left)[: data.MAX_TOKENS]
+    prompt, later = anticipation.layout(events, controls, start)
+    assert tokens == (prompt + later)[: data.MAX_TOKENS]
 
 
 def test_instrument_controls_take_some_instruments_but_not_all() -> None:
@@ -79,8 +78,8 @@ def test_instrument_controls_take_some_instruments_but_not_all() -> None:
 
 
 def test_augmentation_shares_follow_the_stated_proportions() -> None:
-    """Anticipated copies split 4:1:4 (span, random, instrument); a one-instrument window drawn for the instrument
-    augmentation takes span controls (and trains as span)."""
+    """Anticipated copies split as AUGMENTATIONS weighs them (a weight of 0: never drawn); a one-instrument window
+    drawn for the instrument augmentation takes span controls (and trains as span)."""
     rng = random.Random(7)
     notes = _window(2, notes=40)
     kinds = Counter(data.augment(notes, rng)[0] for _ in range(900))
@@ -88,16 +87,18 @@ def test_augmentation_shares_follow_the_stated_proportions() -> None:
     for kind, weight in data.AUGMENTATIONS:
         assert abs(kinds[kind] / 900 - weight / total) < 0.06, kinds
     solo = Counter(data.augment(_window(3, instruments=(0,), notes=40), rng)[0] for _ in range(90))
-    assert data.INSTRUMENT not in solo and data.RANDOM in solo and solo[data.ONE_INSTRUMENT] > 0
+    assert data.INSTRUMENT not in solo and solo[data.ONE_INSTRUMENT] > 0 and solo[data.SPAN] > 0
+    assert (data.RANDOM in kinds) == (dict(data.AUGMENTATIONS)[data.RANDOM] > 0)
     assert data.base_mode(data.ONE_INSTRUMENT) == data.SPAN and data.base_mode(data.RANDOM) == data.RANDOM
 
 
 def test_a_copy_with_every_note_a_control_is_not_made() -> None:
-    """A window whose one instrument lies wholly in its first span has no event left to learn: no copy."""
-    notes = [Note(t, 10, 0, 60) for t in range(0, 400, 50)]  # 3.5 s: inside the first 5 s span
-    draws = _Draws([0.0] * 10)
-    draws.choices = lambda population, weights: [data.SPAN]  # type: ignore[method-assign]
-    assert data.augment(notes, draws) is None
+    """A window whose notes all start together has no event before its span: no copy."""
+    notes = [Note(0, 10, 0, 60 + k) for k in range(8)]
+    for seed in range(20):
+        draws = random.Random(seed)
+        draws.choices = lambda population, weights: [data.SPAN]  # type: ignore[method-assign]
+        assert data.augment(notes, draws) is None
 
 
 @pytest.mark.slow
