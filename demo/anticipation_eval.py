@@ -132,6 +132,40 @@ def control_ce(model, prompts: list[np.ndarray], events: list[np.ndarray], ids: 
     return {"windows": windows, "tokens": tokens, **means, "per_slot": per_slot}
 
 
+def span_end_steps(model, prompts: list[np.ndarray], events: list[np.ndarray], ids: list[int]) -> dict:
+    """In the infill span's last DELTA (where the controls arrive), the model's expected arrival-time step past the
+    latest onset under the strict mask, per anticipation variant, and the data's: a model that reads the controls as
+    "a gap comes" steps further than the data (the diagnostic behind demo/data.py's span copies)."""
+    import torch
+
+    from .model import make_batch
+
+    expected: dict[str, list[float]] = {WITH: [], NO_CONTROLS: []}
+    true: list[float] = []
+    with torch.no_grad():
+        table = model.table()
+        for i in ids:
+            notes = window_notes(events[i])
+            if (planned := infill_plan(notes)) is None:
+                continue
+            for name, (_, seq, scored) in sequences(notes, planned).items():
+                if name not in expected:
+                    continue
+                prompt = prompts[i].copy()
+                prompt[-1] = vocab.MIDI_ANTICIPATE_ID
+                batch = make_batch(model.compact, [(prompt, np.array(seq, dtype=np.int64))], [scored])
+                keep = ~batch.rest
+                h = model.hidden_states(batch.rows, table).reshape(-1, model.shape.hidden)
+                logits = model.slot_logits(h[batch.positions[0][keep]], table, 0).float()
+                ticks, floors, targets = torch.arange(logits.shape[1]), batch.floors[keep], batch.targets[0][keep]
+                probs = logits.masked_fill(ticks[None] < floors[:, None], float("-inf")).softmax(-1)
+                late = targets >= planned[0].end_relative - vocab.DELTA
+                expected[name] += (probs @ ticks.float() - floors)[late].tolist()
+                if name == WITH:
+                    true += (targets - floors)[late].tolist()
+    return {"positions": len(true), "data": float(np.mean(true)), **{k: float(np.mean(v)) for k, v in expected.items()}}
+
+
 def infill_checks(model_path: Path, captions: list[str], events: list[np.ndarray], ids: list[int], *,
                   pieces: int, samples: int) -> dict:  # fmt: skip
     """`--infill` through the public API on held-out windows written as MIDI files: every kept note unchanged in the
@@ -185,8 +219,8 @@ def captions_of(data_dir: Path) -> list[str]:
 
 
 def main() -> None:
-    """The held-out CE and the span CE figures of any training checkpoint (a stage's, say): `python -m
-    demo.anticipation_eval build/demo/train-autoregressive/model.pt`."""
+    """The held-out CE, the span CE figures and the infill span's end steps of any training checkpoint (a stage's,
+    say): `python -m demo.anticipation_eval build/demo/train-autoregressive/model.pt`."""
     import argparse
     import json
 
@@ -201,6 +235,7 @@ def main() -> None:
     print("held_out_ce", json.dumps(evaluate(model, data, test_ids, tokens=8192, bf16=False)), flush=True)
     for name, planner in (("infill_ce", infill_plan), ("accompany_ce", accompany_plan)):
         print(name, json.dumps(control_ce(model, data.prompts, data.events, test_ids, planner)), flush=True)
+    print("infill_span_end_step_ticks", json.dumps(span_end_steps(model, data.prompts, data.events, test_ids)))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ VOCAB_GGUF = ROOT / "devkit" / "data" / "ggml-vocab-llama-bpe.gguf"  # the Llama
 MAX_NOTES = vocab.DEFAULT_MAX_TOKENS // vocab.TOKENS_PER_NOTE  # 682: one window fills one default generation
 MIN_NOTES = 24
 HELD_OUT_EVERY = 20  # one piece in 20 is held out
+# CPU seconds, not wall-clock: a busy machine must not drop a piece (a wall-clock limit dropped one under load,
+# making the dataset depend on what else ran); no piece takes near this long on a quiet one.
 PARSE_TIMEOUT_S = 90
 RENDERINGS = 3  # renderings of each training piece: the score's tempo, then two drawn ones
 
@@ -169,7 +171,7 @@ def score_to_piece(score, piece_id: str, source: tuple) -> ParsedPiece | None:
 
 
 def _alarm(_signum, _frame):
-    raise TimeoutError("parse took too long")
+    raise TimeoutError(f"parse took over {PARSE_TIMEOUT_S} CPU seconds")
 
 
 def parse_file(job: tuple[Path, tuple]) -> list[ParsedPiece]:
@@ -178,8 +180,8 @@ def parse_file(job: tuple[Path, tuple]) -> list[ParsedPiece]:
 
     path, source = job
     relative = "/".join(path.parts[path.parts.index("corpus") + 1 :])
-    signal.signal(signal.SIGALRM, _alarm)
-    signal.alarm(PARSE_TIMEOUT_S)
+    signal.signal(signal.SIGPROF, _alarm)
+    signal.setitimer(signal.ITIMER_PROF, PARSE_TIMEOUT_S)  # this worker's CPU time
     pieces: list[ParsedPiece] = []
     try:
         parsed = converter.parse(path)
@@ -198,7 +200,7 @@ def parse_file(job: tuple[Path, tuple]) -> list[ParsedPiece]:
     except Exception as exc:  # a file music21 cannot parse at all (or one over the time limit)
         log.warning("skipped %s: %s", relative, exc)
     finally:
-        signal.alarm(0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
     return pieces
 
 
@@ -230,12 +232,12 @@ def windows(notes: list[Note]) -> list[list[Note]]:
     return out
 
 
-def span_controls(notes: list[Note], rng: random.Random) -> tuple[list[Note], list[bool]]:
+def span_controls(notes: list[Note], rng: random.Random) -> tuple[list[Note], list[bool], int]:
     """A SPAN_TICKS span from a random note on becomes controls, and the window ends with it: (notes up to the
-    span's end, which of them are controls)."""
+    span's end, which of them are controls, the span's start tick)."""
     start = notes[rng.randrange(int(len(notes) * SPAN_FROM), len(notes))].onset
     kept = [n for n in notes if n.onset < start + SPAN_TICKS]
-    return kept, [n.onset >= start for n in kept]
+    return kept, [n.onset >= start for n in kept], start
 
 
 def random_controls(notes: list[Note], rng: random.Random) -> list[bool]:
@@ -269,12 +271,14 @@ def augment(notes: list[Note], rng: random.Random) -> tuple[str, list[int]] | No
     """(augmentation, AMT ids after ANTICIPATE): one anticipated copy of a training window; None when the draw left
     no event to learn from (every note a control)."""
     kind = rng.choices([k for k, _ in AUGMENTATIONS], weights=[w for _, w in AUGMENTATIONS])[0]
-    controls = {RANDOM: random_controls, INSTRUMENT: instrument_controls}.get(kind, lambda *_: None)(notes, rng)
-    end_time = None
+    controls, end_time = None, None
+    if kind == RANDOM:
+        controls = random_controls(notes, rng)
+    elif kind == INSTRUMENT:
+        controls = instrument_controls(notes, rng)
     if controls is None:  # a span, or a one-instrument window drawn for the instrument augmentation
         kind = SPAN if kind == SPAN else ONE_INSTRUMENT
-        notes, controls = span_controls(notes, rng)
-        end_time = min(n.onset for n, c in zip(notes, controls, strict=True) if c)  # as infill pads its history
+        notes, controls, end_time = span_controls(notes, rng)  # the events pad to the span's start, as infill's
     tokens = anticipation_tokens(notes, controls, end_time)
     if not any(t < vocab.REST for t in tokens[2::3]):
         return None

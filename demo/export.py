@@ -1,4 +1,5 @@
-"""Trained demo weights -> a Hugging Face folder -> GGUF through `midillm-lite convert` (the stage users run).
+"""Trained demo weights -> a Hugging Face folder -> GGUF through `midillm-lite convert` (the stage users run), and
+back: a demo GGUF -> the torch network, so that a later training stage can start from a shipped model.
 
 The folder is written by the same numpy writer the test checkpoints use
 (devkit/checkpoints.py: config, Llama-3 tokenizer.json with the MIDI tokens,
@@ -18,7 +19,7 @@ from pathlib import Path
 from midillm_lite.amt import vocab
 
 from .data import ROOT
-from .model import DemoLlama, full_weights
+from .model import CompactVocab, DemoLlama, Shape, full_weights
 from .train import OUT as TRAIN_OUT
 from .train import load_model
 
@@ -53,6 +54,65 @@ def write_hf_folder(model: DemoLlama, folder: Path) -> Path:
          "tokenizer_class": "PreTrainedTokenizerFast"}))  # fmt: skip
     checkpoints.write_safetensors(folder / "model.safetensors", full_weights(model), dtype="F32")
     return folder
+
+
+def read_gguf(path: Path, compact: CompactVocab, seed: int = 0) -> DemoLlama:
+    """The network a demo GGUF was exported from, for the rows of `compact` (the training data's): the inverse of
+    `write_hf_folder` + `convert`, up to the file's quantisation.
+
+    Arrival-time rows are computed in the network (`DemoLlama`), so their maps are fitted to the file's rows by least
+    squares (the rows come back exactly, as they are those maps' image; a code that is zero at every tick gets weight
+    0), and the control markers are the mean difference between control and event rows; Q
+    and K rows go back from llama.cpp's rotary layout.
+    """
+    import gguf
+    import numpy as np
+    import torch
+    from gguf.quants import dequantize
+
+    reader = gguf.GGUFReader(path)
+    meta = {k: f.parts[f.data[0]].tolist()[0] for k, f in reader.fields.items() if k.startswith("llama.") and f.data}
+    shape = Shape(hidden=meta["llama.embedding_length"], layers=meta["llama.block_count"],
+                  heads=meta["llama.attention.head_count"], kv_heads=meta["llama.attention.head_count_kv"],
+                  ffn=meta["llama.feed_forward_length"], rope_theta=meta["llama.rope.freq_base"],
+                  max_positions=meta["llama.context_length"])  # fmt: skip
+    if abs(meta["llama.attention.layer_norm_rms_epsilon"] - shape.rms_eps) > 1e-9:
+        raise ValueError(f"{path}: RMS epsilon {meta['llama.attention.layer_norm_rms_epsilon']}, not {shape.rms_eps}")
+    tensors = {t.name: dequantize(t.data, t.tensor_type).reshape(tuple(reversed(t.shape.tolist())))
+               for t in reader.tensors}  # fmt: skip
+    model = DemoLlama(shape, compact, seed=seed)
+    rows = tensors["token_embd.weight"][compact.full_ids()]
+    table, controls = rows[: compact.control_base], rows[compact.control_base :]
+    times = slice(model.time_base, model.time_base + vocab.MAX_TIME)
+    time_codes, insert_codes = model.time_codes.numpy(), model.insert_codes.numpy()
+    time_map, *_ = np.linalg.lstsq(time_codes, table[times], rcond=None)
+    misfit = np.linalg.norm(time_codes @ time_map - table[times]) / np.linalg.norm(table[times])
+    if misfit > 0.05:  # Q8_0 leaves about 0.005
+        raise ValueError(f"{path}: its arrival-time rows are no map of their tick codes ({misfit:.0%} off): not a demo")
+    control_time_map, *_ = np.linalg.lstsq(time_codes, controls[: vocab.MAX_TIME] - insert_codes @ time_map, rcond=None)
+    events = table[times.stop : times.stop + vocab.MAX_DUR + vocab.MAX_NOTE]  # durations, then instrument-pitch
+    marked = controls[vocab.MAX_TIME :] - events
+    markers = np.stack([marked[: vocab.MAX_DUR].mean(0), marked[vocab.MAX_DUR :].mean(0)])
+
+    def unrotate(weights: np.ndarray, heads: int) -> np.ndarray:  # convert.tensors.rope_permute's inverse
+        return weights.reshape(heads, weights.shape[0] // heads // 2, 2, -1).swapaxes(1, 2).reshape(weights.shape)
+
+    state = {"embed.weight": np.concatenate([table[: times.start], table[times.stop :]]),
+             "embed_time.weight": time_map.T, "embed_control_time.weight": control_time_map.T,
+             "embed_control": markers, "norm.weight": tensors["output_norm.weight"]}  # fmt: skip
+    names = {"attn_q": "q_proj", "attn_k": "k_proj", "attn_v": "v_proj", "attn_output": "o_proj",
+             "ffn_gate": "gate_proj", "ffn_up": "up_proj", "ffn_down": "down_proj",
+             "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}  # fmt: skip
+    for i in range(shape.layers):
+        for ours, theirs in names.items():
+            weights = tensors[f"blk.{i}.{ours}.weight"]
+            if ours in ("attn_q", "attn_k"):
+                weights = unrotate(weights, shape.heads if ours == "attn_q" else shape.kv_heads)
+            state[f"layers.{i}.{theirs}.weight"] = weights
+    with torch.no_grad():
+        for name, value in state.items():
+            model.get_parameter(name).copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
+    return model
 
 
 def convert(folder: Path, target: Path, quant: str) -> None:

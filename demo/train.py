@@ -108,14 +108,18 @@ def evaluate(model: DemoLlama, data: Dataset, indices: list[int], tokens: int, b
 def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: int, lr: float, seed: int,
           max_minutes: float, eval_every: int, threads: int, init: Path | None = None,
           modes: frozenset[str] | None = None) -> dict:  # fmt: skip
-    """`init`: go on from a saved model of the same shape and data (a later phase); `modes`: train only on the
-    windows of these augmentations (demo/data.py's names; None: all)."""
+    """`init`: go on from a saved model of the same shape and data (a later phase), or from a demo GGUF; `modes`:
+    train only on the windows of these augmentations (demo/data.py's names; None: all)."""
     torch.set_num_threads(threads)
     data = Dataset.load(data_dir)
     compact = data.compact_vocab()
     model = DemoLlama(shape, compact, seed=seed)
     earlier: list[dict] = []  # the stages that made `init`, for the card and the loss plot
-    if init is not None:
+    if init is not None and init.suffix == ".gguf":  # a shipped demo model (what stages made it is not in the file)
+        from .export import read_gguf
+
+        model = read_gguf(init, compact, seed=seed)
+    elif init is not None:
         model.load_state_dict(load_model(init).state_dict())
         if (made := init.parent / "history.json").exists():
             before = json.loads(made.read_text())
@@ -212,7 +216,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
     parser.add_argument("--layers", type=int, default=Shape.layers)
     parser.add_argument("--hidden", type=int, default=Shape.hidden)
-    parser.add_argument("--init", type=Path, help="start from this model.pt (same shape and data) instead of random")
+    parser.add_argument("--init", type=Path, help="start from this model.pt (same shape and data), or a demo GGUF such "
+                        "as models/midillm-demo-q8_0.gguf, instead of random")  # fmt: skip
     parser.add_argument(
         "--modes",
         type=augmentation_names,

@@ -53,8 +53,8 @@ def test_span_copies_are_infill_requests(notes: list[Note], seed: int) -> None:
     """A span copy: the notes of 5 s from a note drawn from the window's last three quarters become controls, the
     window ends with them, and the tokens are AMT's pad + anticipate of the events up to the span's start, then the
     controls no event reached: what `gen --infill` lays out (`anticipation.layout`) and inserts while sampling."""
-    kept, mask = data.span_controls(notes, random.Random(seed))
-    start = min(n.onset for n, c in zip(kept, mask, strict=True) if c)
+    kept, mask, start = data.span_controls(notes, random.Random(seed))
+    assert start == min(n.onset for n, c in zip(kept, mask, strict=True) if c)
     assert any(n.onset == start for n in notes[int(len(notes) * data.SPAN_FROM) :])
     assert kept == [n for n in notes if n.onset < start + data.SPAN_TICKS]
     assert mask == [n.onset >= start for n in kept]
@@ -141,6 +141,9 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
         assert ce["windows"] == 4 and ce["tokens"] > 0
         variants = (anticipation_eval.WITH, anticipation_eval.NO_CONTROLS, anticipation_eval.AUTOREGRESSIVE)
         assert all(0 < ce[name] < 12 for name in variants), ce
+    steps = anticipation_eval.span_end_steps(model, dataset.prompts, dataset.events, held)
+    assert steps["positions"] > 0 and steps["data"] > 0, steps
+    assert all(0 <= steps[name] < vocab.MAX_TIME for name in (anticipation_eval.WITH, anticipation_eval.NO_CONTROLS))
 
     folder = export.write_hf_folder(model, tmp_path / "hf")
     gguf = tmp_path / "demo.gguf"
@@ -162,6 +165,17 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
         full = (hidden @ table.T).numpy()  # logits over every compact row
     columns = model.compact.full_ids()
     np.testing.assert_allclose(scores[:, columns], full, rtol=0, atol=2e-3 * np.abs(full).max())
+    # And back: the F32 file read as the network it was exported from (a later stage can start from a shipped GGUF).
+    back = export.read_gguf(gguf, model.compact, seed=model.seed)
+    with torch.no_grad():
+        np.testing.assert_allclose(back.table().numpy(), table.numpy(), rtol=0, atol=1e-5)
+        for name, value in model.state_dict().items():  # the time maps' images are in the table
+            if not name.endswith("time.weight"):
+                np.testing.assert_allclose(back.state_dict()[name].numpy(), value.numpy(), atol=1e-5, err_msg=name)
+    from_file = train.train(tmp_path / "data", tmp_path / "from-gguf", shape=shape, steps=1, batch_tokens=4096,
+                            lr=1e-3, seed=0, max_minutes=5, eval_every=100, threads=1, init=gguf)  # fmt: skip
+    before = train.evaluate(model, dataset, held, 4096, False)["ce"]  # the probe is every held-out window here
+    assert from_file["held_out"][0]["ce"] == pytest.approx(before, abs=1e-4)  # it started from the file's network
 
     # `--infill` through the public API on the held-out windows, and the card's text from what was measured.
     captions = ["A piece for piano and strings."] * len(records)
