@@ -52,6 +52,8 @@ def _claim(args: tuple[str, float]) -> str:
 def test_racing_processes_claim_distinct_folders(tmp_path: Path) -> None:
     """Eight processes asking for the same second's folder at once: mkdir is the lock, so all differ."""
     now = time.time()
-    with multiprocessing.get_context("fork").Pool(4) as pool:
+    # spawn, not fork: earlier tests leave threads in this process, and a child forked while one of them held a lock
+    # waits for it forever (seen once: the suite hung here).
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
         names = pool.map(_claim, [(str(tmp_path), now)] * 8)
     assert len(set(names)) == 8 and sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
