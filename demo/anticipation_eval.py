@@ -105,26 +105,35 @@ def accompany_plan(notes: list[Note]) -> Planned | None:
     return anticipation.plan(notes, 0, end, keep=keep, mode=anticipation.MODE_ACCOMPANY), keep
 
 
+def variant_batches(model, prompts: list[np.ndarray], events: list[np.ndarray], ids: list[int], planner):
+    """Per held-out window `planner` can lay out: (plan, {variant: one-example batch scoring the span's notes})."""
+    from .model import make_batch
+
+    for i in ids:
+        notes = window_notes(events[i])
+        if (planned := planner(notes)) is None:
+            continue
+        batches = {}
+        for name, (anticipate, seq, scored) in sequences(notes, planned).items():
+            prompt = prompts[i].copy()
+            prompt[-1] = vocab.MIDI_ANTICIPATE_ID if anticipate else vocab.MIDI_AUTOREGRESS_ID
+            batches[name] = make_batch(model.compact, [(prompt, np.array(seq, dtype=np.int64))], [scored])
+        yield planned[0], batches
+
+
 def control_ce(model, prompts: list[np.ndarray], events: list[np.ndarray], ids: list[int], planner) -> dict:
     """Strict-slot CE (nats per token) of the span's notes in each variant, over the held-out windows `planner`
     can lay out (same notes, same prompt words in every variant)."""
     import torch
 
-    from .model import make_batch, slot_losses
+    from .model import slot_losses
 
     slots: dict[str, np.ndarray] = {}  # per variant: summed CE of the time, duration and instrument-pitch slots
     tokens = windows = 0
     with torch.no_grad():
-        for i in ids:
-            notes = window_notes(events[i])
-            planned = planner(notes)
-            if planned is None:
-                continue
+        for _, batches in variant_batches(model, prompts, events, ids, planner):
             windows += 1
-            for name, (anticipate, seq, scored) in sequences(notes, planned).items():
-                prompt = prompts[i].copy()
-                prompt[-1] = vocab.MIDI_ANTICIPATE_ID if anticipate else vocab.MIDI_AUTOREGRESS_ID
-                batch = make_batch(model.compact, [(prompt, np.array(seq, dtype=np.int64))], [scored])
+            for name, batch in batches.items():
                 slots[name] = slots.get(name, 0) + np.array([float(loss) for loss in slot_losses(model, batch)])
             tokens += batch.tokens  # the same span notes in every variant
     per_slot = {name: [round(float(x), 4) for x in v * 3 / max(tokens, 1)] for name, v in slots.items()}
@@ -138,28 +147,19 @@ def span_end_steps(model, prompts: list[np.ndarray], events: list[np.ndarray], i
     "a gap comes" steps further than the data (the diagnostic behind demo/data.py's span copies)."""
     import torch
 
-    from .model import make_batch
-
     expected: dict[str, list[float]] = {WITH: [], NO_CONTROLS: []}
     true: list[float] = []
     with torch.no_grad():
         table = model.table()
-        for i in ids:
-            notes = window_notes(events[i])
-            if (planned := infill_plan(notes)) is None:
-                continue
-            for name, (_, seq, scored) in sequences(notes, planned).items():
-                if name not in expected:
-                    continue
-                prompt = prompts[i].copy()
-                prompt[-1] = vocab.MIDI_ANTICIPATE_ID
-                batch = make_batch(model.compact, [(prompt, np.array(seq, dtype=np.int64))], [scored])
+        for plan, batches in variant_batches(model, prompts, events, ids, infill_plan):
+            for name in expected:
+                batch = batches[name]
                 keep = ~batch.rest
                 h = model.hidden_states(batch.rows, table).reshape(-1, model.shape.hidden)
                 logits = model.slot_logits(h[batch.positions[0][keep]], table, 0).float()
                 ticks, floors, targets = torch.arange(logits.shape[1]), batch.floors[keep], batch.targets[0][keep]
                 probs = logits.masked_fill(ticks[None] < floors[:, None], float("-inf")).softmax(-1)
-                late = targets >= planned[0].end_relative - vocab.DELTA
+                late = targets >= plan.end_relative - vocab.DELTA
                 expected[name] += (probs @ ticks.float() - floors)[late].tolist()
                 if name == WITH:
                     true += (targets - floors)[late].tolist()
