@@ -94,8 +94,9 @@ class ServerProcess:
                 return int(line.split()[1]) / 1024
         raise KeyError("VmRSS")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120) -> int:
-        if self.proc.poll() is None:
+    def stop(self, sig: int | None = signal.SIGTERM, timeout: float = 120) -> int:
+        """Send `sig` (None: none, the server is already stopping) and wait for the exit status."""
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout=timeout)
         self._reader.join(timeout=5)
