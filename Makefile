@@ -133,9 +133,9 @@ demo-data: $(DEMO_DATA)
 # then all windows, anticipated copies included, from there at a lower learning rate), export a Hugging Face folder,
 # `midillm-lite convert` it (F32, Q8_0, Q4_K_M), evaluate (infilling and accompaniment included), and write
 # models/midillm-demo-q8_0.gguf, its card and plots, and BENCHMARKS.md's fidelity section. It replaces the shipped
-# model: the retrains measured 2026-12-06 learned accompaniment's controls but not infill's, and followed tempo words
-# less (README, "The demo model"; BENCHMARKS.md), so `git checkout models/` (and BENCHMARKS.md's fidelity section)
-# unless yours does better.
+# model: the retrains measured 2026-12-06 learned accompaniment's controls, infill's only after extra stages on the
+# span copies alone that made the plain music sparser, and followed tempo words less (README, "The demo model";
+# BENCHMARKS.md), so `git checkout models/` (and BENCHMARKS.md's fidelity section) unless yours does better.
 DEMO_STAGE1 := build/demo/train-autoregressive
 demo-model: $(DEMO_DATA)
 	$(PY) -m demo.train --modes autoregressive --out $(DEMO_STAGE1)

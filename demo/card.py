@@ -22,7 +22,18 @@ import matplotlib.pyplot as plt
 from midillm_lite.amt import gm, vocab
 from midillm_lite.amt.codec import decode_tokens
 
-from .data import AUTOREGRESSIVE, INSTRUMENT, ONE_INSTRUMENT, RANDOM, RENDERINGS, ROOT, SOURCES, SPAN
+from .data import (
+    AUTOREGRESSIVE,
+    INSTRUMENT,
+    ONE_INSTRUMENT,
+    RANDOM,
+    RENDERINGS,
+    ROOT,
+    SHORT_HISTORY,
+    SHORT_SPAN,
+    SOURCES,
+    SPAN,
+)
 from .data import OUT as DATA
 from .evaluate import DEMO_PROMPT, DEMO_SECONDS, DENSITY_WINDOW_S, EVAL_JSON
 from .export import SHIPPED
@@ -340,7 +351,7 @@ def anticipation_bullets(stats: dict) -> list[str]:
     a = stats["anticipation"]
     modes = {k: v["windows"] for k, v in a["modes"].items()}
     total = sum(modes.values())
-    n = {k: modes.get(k, 0) for k in (AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT, ONE_INSTRUMENT)}
+    n = {k: modes.get(k, 0) for k in (AUTOREGRESSIVE, SPAN, RANDOM, INSTRUMENT, ONE_INSTRUMENT, SHORT_SPAN)}
     controls = sum(v["controls"] for v in a["modes"].values())
     notes = controls + sum(v["event_notes"] for v in a["modes"].values())
     anticipated = total - n[AUTOREGRESSIVE]
@@ -348,14 +359,18 @@ def anticipation_bullets(stats: dict) -> list[str]:
     return [
         f"- Infilling and accompaniment (AMT's anticipation mode): each of the {n[AUTOREGRESSIVE]:,} autoregressive"
         f" training windows is kept, and {a['share']:.0%} of them also get one copy whose prompt ends with ANTICIPATE"
-        f" and whose notes are partly controls ({anticipated:,} copies; AMT's tokenizer writes each piece ten times,"
+        f" and whose notes are partly controls, three with a span ({anticipated:,} copies; AMT's tokenizer writes"
+        " each piece ten times,"
         " one plain and nine anticipated). The controls follow AMT's tokenizer, split span"
         f" {w[SPAN]} : random {w[RANDOM]} : instrument {w[INSTRUMENT]} (AMT: 1 : 4 : 4; spans and instruments are"
         " the shapes `gen --infill` and `--accompany` ask for, and a retrain with AMT's split learned neither):"
         f" span ({n[SPAN]:,} copies: the notes of a {a['span_seconds']:g} s span from a"
         " random note on become controls and the window ends with the span, as `gen --infill` lays out a request;"
         " AMT's spans recur through the window, and the 5 s without events after each taught the demo that controls"
-        f" announce a gap), random ({n[RANDOM]:,}: each note a control with probability r/10, r drawn from 1-9),"
+        f" announce a gap; and {n[SHORT_SPAN]:,} short span copies, the same shape cut to"
+        f" {SHORT_HISTORY[0] / vocab.TIME_RESOLUTION:g}-{SHORT_HISTORY[1] / vocab.TIME_RESOLUTION:g} s of events"
+        " before the span, in which a third to a half of the events see controls where a full copy has its last 5 s),"
+        f" random ({n[RANDOM]:,}: each note a control with probability r/10, r drawn from 1-9),"
         f" instrument ({n[INSTRUMENT]:,}: some but not all of the window's instruments; {n[ONE_INSTRUMENT]:,}"
         " more copies drawn for it have one instrument and take span controls, where AMT would keep them without"
         f" controls); {controls / max(notes, 1):.0%} of all training notes are controls. Events are padded with REST"

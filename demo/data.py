@@ -75,6 +75,14 @@ SPAN_TICKS = vocab.DELTA  # AMT's spans last DELTA (5 s)
 # `gen --infill` lays out: the events up to the span, the span's notes as controls, nothing after (the same
 # measure then: 23 ticks with the controls, 20 without; BENCHMARKS.md, "Demo model: anticipation retrains").
 SPAN_FROM = 0.25  # the span starts at a note drawn from those past the window's first quarter
+# A span copy leaves only its last 5 s of events beside controls (the rest of the window comes before the first
+# control): 12% of the span copies' notes. Each span draw also makes SHORT_SPANS copies cut to a few seconds of events
+# before their span (SHORT_HISTORY ticks), in which a third to a half of the events see controls. With them, stages
+# on the span copies alone (`demo.train --modes span`) brought infill's controls from hurting to helping
+# (BENCHMARKS.md, "Demo model: anticipation retrains", fifth round).
+SHORT_SPANS = 2
+SHORT_SPAN = "span, cut to the seconds before it"
+SHORT_HISTORY = (2 * SPAN_TICKS, 4 * SPAN_TICKS)
 RANDOM_RATES = 10  # AMT's ANTICIPATION_RATES: each note is a control with probability r/10, r drawn from 1..9
 MAX_TOKENS = vocab.DEFAULT_MAX_TOKENS  # anticipated windows (REST padding added) are cut to a default generation
 
@@ -240,6 +248,15 @@ def span_controls(notes: list[Note], rng: random.Random) -> tuple[list[Note], li
     return kept, [n.onset >= start for n in kept], start
 
 
+def short_span_controls(notes: list[Note], rng: random.Random) -> tuple[list[Note], list[bool], int]:
+    """As `span_controls`, the window cut to start SHORT_HISTORY ticks before the span (shifted to start at 0)."""
+    kept, mask, start = span_controls(notes, rng)
+    cut = start - rng.randrange(*SHORT_HISTORY)
+    kept, mask = zip(*[(n, c) for n, c in zip(kept, mask, strict=True) if n.onset >= cut], strict=True)
+    origin = kept[0].onset
+    return [Note(n.onset - origin, n.duration, n.instrument, n.pitch) for n in kept], list(mask), start - origin
+
+
 def random_controls(notes: list[Note], rng: random.Random) -> list[bool]:
     """AMT's `extract_random`: each note a control with probability r/10, r drawn once from 1..9."""
     rate = rng.randrange(1, RANDOM_RATES) / RANDOM_RATES
@@ -267,27 +284,30 @@ def anticipation_tokens(notes: list[Note], controls: list[bool], end_time: int |
     return (tokens + left)[:MAX_TOKENS]
 
 
-def augment(notes: list[Note], rng: random.Random) -> tuple[str, list[int]] | None:
-    """(augmentation, AMT ids after ANTICIPATE): one anticipated copy of a training window; None when the draw left
-    no event to learn from (every note a control)."""
+def augment(notes: list[Note], rng: random.Random) -> list[tuple[str, list[int]]]:
+    """[(augmentation, AMT ids after ANTICIPATE)]: the anticipated copies of a training window, one drawn from
+    AUGMENTATIONS (and SHORT_SPANS short ones with a span); a copy is left out when the draw left no event to learn
+    from (every note a control)."""
     kind = rng.choices([k for k, _ in AUGMENTATIONS], weights=[w for _, w in AUGMENTATIONS])[0]
-    controls, end_time = None, None
+    controls = None
     if kind == RANDOM:
         controls = random_controls(notes, rng)
     elif kind == INSTRUMENT:
         controls = instrument_controls(notes, rng)
     if controls is None:  # a span, or a one-instrument window drawn for the instrument augmentation
         kind = SPAN if kind == SPAN else ONE_INSTRUMENT
-        notes, controls, end_time = span_controls(notes, rng)  # the events pad to the span's start, as infill's
-    tokens = anticipation_tokens(notes, controls, end_time)
-    if not any(t < vocab.REST for t in tokens[2::3]):
-        return None
-    return kind, tokens
+        copies = [(kind, *span_controls(notes, rng))]  # the events pad to the span's start, as infill's
+        copies += [(SHORT_SPAN, *short_span_controls(notes, rng)) for _ in range(SHORT_SPANS)]
+    else:
+        copies = [(kind, notes, controls, None)]
+    out = [(kind, anticipation_tokens(kept, mask, end)) for kind, kept, mask, end in copies]
+    return [(kind, tokens) for kind, tokens in out if any(t < vocab.REST for t in tokens[2::3])]
 
 
 def base_mode(mode: str) -> str:
-    """The augmentation an examples.jsonl `mode` trains (a one-instrument window drawn as instrument is a span)."""
-    return SPAN if mode == ONE_INSTRUMENT else mode
+    """The augmentation an examples.jsonl `mode` trains (a one-instrument window drawn as instrument, and a short
+    span copy, are spans)."""
+    return SPAN if mode in (ONE_INSTRUMENT, SHORT_SPAN) else mode
 
 
 class CaptionTokenizer:
@@ -331,11 +351,10 @@ def build(out: Path, *, seed: int, renderings: int, workers: int, share: float =
                 prompts.append(tokenizer.prompt(rendering.caption))
                 events.append(encode_notes(window).tokens)
                 records.append(record | {"mode": AUTOREGRESSIVE})
-                if held_out or augment_rng.random() >= share or (copy := augment(window, augment_rng)) is None:
+                if held_out or augment_rng.random() >= share:
                     continue
-                mode, tokens = copy
-                anticipated.append((tokenizer.prompt(rendering.caption, anticipate=True), tokens,
-                                    record | {"mode": mode}))  # fmt: skip
+                anticipated += [(tokenizer.prompt(rendering.caption, anticipate=True), tokens, record | {"mode": mode})
+                                for mode, tokens in augment(window, augment_rng)]  # fmt: skip
     for prompt, tokens, record in anticipated:
         prompts.append(prompt)
         events.append(tokens)

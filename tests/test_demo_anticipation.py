@@ -67,6 +67,40 @@ def test_span_copies_are_infill_requests(notes: list[Note], seed: int) -> None:
     assert tokens == (prompt + later)[: data.MAX_TOKENS]
 
 
+@settings(max_examples=40, deadline=None)
+@given(window_st, st.integers(0, 2**32))
+def test_short_span_copies_are_infill_requests_with_a_short_history(notes: list[Note], seed: int) -> None:
+    """A short span copy is a span copy of the same draw cut to SHORT_HISTORY ticks before its span and shifted to
+    start at 0: the tokens `anticipation.layout` makes of it, like any infill request."""
+    kept, _, start = data.span_controls(notes, random.Random(seed))
+    cut, cut_mask, cut_start = data.short_span_controls(notes, random.Random(seed))
+    origin = start - cut_start
+    low, high = data.SHORT_HISTORY
+    assert min(n.onset for n in cut) == 0 and 0 <= cut_start < high
+    assert [Note(n.onset + origin, n.duration, n.instrument, n.pitch) for n in cut] == [
+        n for n in kept if n.onset >= origin
+    ]
+    assert cut_mask == [n.onset >= cut_start for n in cut]
+    assert not any(start - low <= n.onset < origin for n in kept)  # the cut is at least SHORT_HISTORY[0] back
+    events = encode_notes([n for n in cut if n.onset < cut_start]).tokens
+    controls = [ops.as_control(t) for t in encode_notes([n for n in cut if n.onset >= cut_start]).tokens]
+    prompt, later = anticipation.layout(events, controls, cut_start)
+    assert data.anticipation_tokens(cut, cut_mask, cut_start) == (prompt + later)[: data.MAX_TOKENS]
+
+
+def test_a_span_draw_also_makes_short_copies() -> None:
+    """A span draw makes the full span copy, then SHORT_SPANS short ones (trained as span); the others one copy."""
+    rng = random.Random(3)
+    notes = _window(4, notes=60)
+    for _ in range(60):
+        kinds = [kind for kind, _ in data.augment(notes, rng)]
+        if kinds[0] in (data.SPAN, data.ONE_INSTRUMENT):
+            assert kinds[1:] == [data.SHORT_SPAN] * data.SHORT_SPANS
+        else:
+            assert len(kinds) == 1
+    assert data.base_mode(data.SHORT_SPAN) == data.SPAN
+
+
 def test_instrument_controls_take_some_instruments_but_not_all() -> None:
     notes = _window(1, instruments=(0, 40, 73))
     for seed in range(30):
@@ -82,11 +116,11 @@ def test_augmentation_shares_follow_the_stated_proportions() -> None:
     drawn for the instrument augmentation takes span controls (and trains as span)."""
     rng = random.Random(7)
     notes = _window(2, notes=40)
-    kinds = Counter(data.augment(notes, rng)[0] for _ in range(900))
+    kinds = Counter(data.augment(notes, rng)[0][0] for _ in range(900))
     total = sum(weight for _, weight in data.AUGMENTATIONS)
     for kind, weight in data.AUGMENTATIONS:
         assert abs(kinds[kind] / 900 - weight / total) < 0.06, kinds
-    solo = Counter(data.augment(_window(3, instruments=(0,), notes=40), rng)[0] for _ in range(90))
+    solo = Counter(data.augment(_window(3, instruments=(0,), notes=40), rng)[0][0] for _ in range(90))
     assert data.INSTRUMENT not in solo and solo[data.ONE_INSTRUMENT] > 0 and solo[data.SPAN] > 0
     assert (data.RANDOM in kinds) == (dict(data.AUGMENTATIONS)[data.RANDOM] > 0)
     assert data.base_mode(data.ONE_INSTRUMENT) == data.SPAN and data.base_mode(data.RANDOM) == data.RANDOM
@@ -98,7 +132,7 @@ def test_a_copy_with_every_note_a_control_is_not_made() -> None:
     for seed in range(20):
         draws = random.Random(seed)
         draws.choices = lambda population, weights: [data.SPAN]  # type: ignore[method-assign]
-        assert data.augment(notes, draws) is None
+        assert data.augment(notes, draws) == []
 
 
 @pytest.mark.slow
@@ -114,12 +148,12 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     for k in range(14):
         notes = _window(k)
         held_out = k >= 10
-        copy = None if held_out or k % 5 == 4 else data.augment(notes, rng)
-        mode, tokens = copy or (data.AUTOREGRESSIVE, None)
-        end = vocab.MIDI_AUTOREGRESS_ID if tokens is None else vocab.MIDI_ANTICIPATE_ID
-        prompts.append([128000, 791 + k % 3, 6710, end])
-        sequences.append(encode_notes(notes).tokens if tokens is None else tokens)
-        records.append({"split": "test" if held_out else "train", "mode": mode, "caption": "A piece."})
+        copies = [] if held_out or k % 5 == 4 else data.augment(notes, rng)
+        for mode, tokens in copies or [(data.AUTOREGRESSIVE, None)]:
+            end = vocab.MIDI_AUTOREGRESS_ID if tokens is None else vocab.MIDI_ANTICIPATE_ID
+            prompts.append([128000, 791 + k % 3, 6710, end])
+            sequences.append(encode_notes(notes).tokens if tokens is None else tokens)
+            records.append({"split": "test" if held_out else "train", "mode": mode, "caption": "A piece."})
     assert sum(r["mode"] != data.AUTOREGRESSIVE for r in records) >= 4
     (tmp_path / "data").mkdir()
     data._save(tmp_path / "data", prompts, sequences, records)
@@ -191,6 +225,8 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
         {"anticipation": data.anticipation_stats(records, sequences, 0.8)}))  # fmt: skip
     assert f"kept notes unchanged in the output file {checks['kept_notes']:,} of {checks['kept_notes']:,}" in text
     assert "80% of them also get one copy" in text
+    short = sum(r["mode"] == data.SHORT_SPAN for r in records)
+    assert short > 0 and f"and {short:,} short span copies, the same shape cut to 10-20 s of events" in text, text
 
     # A second stage from the first (make demo-model's two stages): the card tells both and plots one curve.
     later = train.train(tmp_path / "data", tmp_path / "stage2", shape=shape, steps=1, batch_tokens=4096, lr=1e-3,
