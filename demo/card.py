@@ -41,6 +41,12 @@ from .model import TIME_FEATURES
 from .train import OUT as TRAIN_OUT
 
 MODELS = ROOT / "models"
+# What made the release a stage read back with `demo.train --init FILE.gguf` (its card at that commit; the file
+# carries no history). Makefile's DEMO_BASE_COMMIT names the commit.
+BASE_MINUTES = 37.7
+BASE_RELEASE = (f"the first release's demo model, commit 7e8ce7a: 1,100 steps in {BASE_MINUTES} min on 2 CPU cores"
+                " with bf16 autocast, 7.8 M MIDI tokens of the autoregressive windows, peak learning rate"
+                " 0.003")  # fmt: skip
 CARD = MODELS / "midillm-demo.md"
 LOSS_PNG = MODELS / "midillm-demo-loss.png"
 ROLL_PNG = MODELS / "midillm-demo-pianoroll.png"
@@ -280,6 +286,11 @@ def training_minutes(history: dict) -> float:
     return sum(stage["minutes"] for stage in stages(history))
 
 
+def total_minutes(history: dict) -> float:
+    """Training minutes, the release a stage started from (BASE_RELEASE) included."""
+    return training_minutes(history) + (BASE_MINUTES if stages(history)[0].get("base") else 0.0)
+
+
 def training_bullet(history: dict) -> str:
     """How long and on what each training stage ran."""
     parts = [
@@ -289,8 +300,10 @@ def training_bullet(history: dict) -> str:
         for k, stage in enumerate(stages(history))
     ]
     tokens = sum(stage["train"][-1]["tokens"] for stage in stages(history))
+    base = stages(history)[0].get("base")
+    start = f"Continued from the network of {base} ({BASE_RELEASE}): " if base else ""
     return (
-        f"- Trained {', then '.join(parts)} ({training_minutes(history):.1f} min on 2 CPU cores, bf16 autocast:"
+        f"- {start}Trained {', then '.join(parts)} ({training_minutes(history):.1f} min on 2 CPU cores, bf16 autocast:"
         f" {history['bf16']}), {tokens / 1e6:.1f} M MIDI tokens seen, batches of up to {history['batch_tokens']}"
         " tokens, AdamW, cosine decay in each stage."
     )
@@ -312,7 +325,7 @@ def known_limits(ev: dict, history: dict) -> str:
     reach = ev["data_reach"]
     parts = [
         "Instrument words are followed and the held-out cross-entropy is far below the baselines; this is still a"
-        f" {SHIPPED.stat().st_size / 2**20:.0f} MiB model trained for {training_minutes(history):.0f} minutes on 2 CPU"
+        f" {SHIPPED.stat().st_size / 2**20:.0f} MiB model trained for {total_minutes(history):.0f} minutes on 2 CPU"
         " cores, so expect texture rather than composition."
     ]
     if tempo_followed(ev):

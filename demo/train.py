@@ -115,6 +115,7 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     compact = data.compact_vocab()
     model = DemoLlama(shape, compact, seed=seed)
     earlier: list[dict] = []  # the stages that made `init`, for the card and the loss plot
+    base = init.name if init is not None and init.suffix == ".gguf" else None  # the card names the file
     if init is not None and init.suffix == ".gguf":  # a shipped demo model (what stages made it is not in the file)
         from .export import read_gguf
 
@@ -137,7 +138,7 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     warmup = max(1, steps // 25)
     history: dict = {"train": [], "held_out": [], "bf16": bf16, "shape": shape.to_dict(), "lr": lr,
                      "batch_tokens": batch_tokens, "modes": sorted(modes) if modes else None,
-                     "stages": earlier}  # fmt: skip
+                     "stages": earlier, "base": base}  # fmt: skip
     rng = random.Random(seed)
     batches: list[list[int]] = []
     start = time.monotonic()

@@ -223,6 +223,9 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     figures = {"infill_ce": ce, "accompany_ce": ce, "infill": checks}
     text = "\n".join(card.anticipation_section(figures) + card.anticipation_bullets(
         {"anticipation": data.anticipation_stats(records, sequences, 0.8)}))  # fmt: skip
+    assert from_file["base"] == "demo.gguf" and history["base"] is None
+    assert card.training_bullet(from_file).startswith("- Continued from the network of demo.gguf (the first release's")
+    assert card.total_minutes(from_file) == pytest.approx(card.training_minutes(from_file) + card.BASE_MINUTES)
     assert f"kept notes unchanged in the output file {checks['kept_notes']:,} of {checks['kept_notes']:,}" in text
     assert "80% of them also get one copy" in text
     short = sum(r["mode"] == data.SHORT_SPAN for r in records)
