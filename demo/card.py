@@ -42,7 +42,7 @@ from .train import OUT as TRAIN_OUT
 
 MODELS = ROOT / "models"
 # What made the release a stage read back with `demo.train --init FILE.gguf` (its card at that commit; the file
-# carries no history). Makefile's DEMO_BASE_COMMIT names the commit.
+# carries no history).
 BASE_MINUTES = 37.7
 BASE_RELEASE = (f"the first release's demo model, commit 7e8ce7a: 1,100 steps in {BASE_MINUTES} min on 2 CPU cores"
                 " with bf16 autocast, 7.8 M MIDI tokens of the autoregressive windows, peak learning rate"
@@ -286,9 +286,14 @@ def training_minutes(history: dict) -> float:
     return sum(stage["minutes"] for stage in stages(history))
 
 
+def base_file(history: dict) -> str | None:
+    """The demo GGUF the first stage started from (`demo.train --init FILE.gguf`), if any."""
+    return stages(history)[0].get("base")
+
+
 def total_minutes(history: dict) -> float:
     """Training minutes, the release a stage started from (BASE_RELEASE) included."""
-    return training_minutes(history) + (BASE_MINUTES if stages(history)[0].get("base") else 0.0)
+    return training_minutes(history) + (BASE_MINUTES if base_file(history) else 0.0)
 
 
 def training_bullet(history: dict) -> str:
@@ -300,7 +305,7 @@ def training_bullet(history: dict) -> str:
         for k, stage in enumerate(stages(history))
     ]
     tokens = sum(stage["train"][-1]["tokens"] for stage in stages(history))
-    base = stages(history)[0].get("base")
+    base = base_file(history)
     start = f"Continued from the network of {base} ({BASE_RELEASE}): " if base else ""
     return (
         f"- {start}Trained {', then '.join(parts)} ({training_minutes(history):.1f} min on 2 CPU cores, bf16 autocast:"

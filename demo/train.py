@@ -116,7 +116,7 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     model = DemoLlama(shape, compact, seed=seed)
     earlier: list[dict] = []  # the stages that made `init`, for the card and the loss plot
     base = init.name if init is not None and init.suffix == ".gguf" else None  # the card names the file
-    if init is not None and init.suffix == ".gguf":  # a shipped demo model (what stages made it is not in the file)
+    if base is not None:  # a shipped demo model (what stages made it is not in the file)
         from .export import read_gguf
 
         model = read_gguf(init, compact, seed=seed)
