@@ -129,17 +129,25 @@ $(DEMO_DATA): $(TRAIN_STAMP) demo/data.py demo/captions.py midillm_lite/amt/anti
 # midillm_lite/amt/anticipation.py).
 demo-data: $(DEMO_DATA)
 
-# About 85 minutes on 2 cores: train in two stages (the autoregressive windows alone, as the first demo was trained;
-# then all windows, anticipated copies included, from there at a lower learning rate), export a Hugging Face folder,
-# `midillm-lite convert` it (F32, Q8_0, Q4_K_M), evaluate (infilling and accompaniment included), and write
-# models/midillm-demo-q8_0.gguf, its card and plots, and BENCHMARKS.md's fidelity section. It replaces the shipped
-# model: the retrains measured 2026-12-06 learned accompaniment's controls, infill's only after extra stages on the
-# span copies alone that made the plain music sparser, and followed tempo words less (README, "The demo model";
-# BENCHMARKS.md), so `git checkout models/` (and BENCHMARKS.md's fidelity section) unless yours does better.
-DEMO_STAGE1 := build/demo/train-autoregressive
-demo-model: $(DEMO_DATA)
-	$(PY) -m demo.train --modes autoregressive --out $(DEMO_STAGE1)
-	$(PY) -m demo.train --init $(DEMO_STAGE1)/model.pt --lr 1e-3 --steps 800 --max-minutes 30
+# The first release's demo network (models/midillm-demo-q8_0.gguf at commit 7e8ce7a: the autoregressive windows
+# alone, 37.7 min on 2 cores), which demo-model continues; read from the repository's history (a shallow clone
+# needs `git fetch --unshallow` first).
+DEMO_BASE_COMMIT := 7e8ce7a
+DEMO_BASE := build/demo/midillm-demo-q8_0-$(DEMO_BASE_COMMIT).gguf
+$(DEMO_BASE):
+	@mkdir -p $(@D)
+	@git cat-file -e $(DEMO_BASE_COMMIT) 2>/dev/null || \
+		{ echo "demo-model continues commit $(DEMO_BASE_COMMIT)'s demo model, not in this clone's history (git fetch --unshallow)" >&2; exit 1; }
+	git show $(DEMO_BASE_COMMIT):models/midillm-demo-q8_0.gguf > $@.tmp && mv $@.tmp $@
+
+# About 65 minutes of training on 2 cores (100 with the first release's 37.7 that it continues): one stage on all
+# windows, anticipated copies included, at a lower peak learning rate than the first release's; then export a
+# Hugging Face folder, `midillm-lite convert` it (F32, Q8_0, Q4_K_M), evaluate (infilling and accompaniment
+# included), and write models/midillm-demo-q8_0.gguf, its card and plots, and BENCHMARKS.md's fidelity section.
+# It replaces the shipped model: `git checkout models/ BENCHMARKS.md` unless yours does better (README, "The demo
+# model"; BENCHMARKS.md, "Demo model: anticipation retrains").
+demo-model: $(DEMO_DATA) $(DEMO_BASE)
+	$(PY) -m demo.train --init $(DEMO_BASE) --lr 1e-3 --steps 3000 --max-minutes 65
 	$(PY) -m demo.export
 	$(PY) -m demo.evaluate
 	$(PY) -m demo.card

@@ -220,7 +220,7 @@ def captions_of(data_dir: Path) -> list[str]:
 
 def main() -> None:
     """The held-out CE, the span CE figures and the infill span's end steps of any training checkpoint (a stage's,
-    say): `python -m demo.anticipation_eval build/demo/train-autoregressive/model.pt`."""
+    say): `python -m demo.anticipation_eval build/demo/train/model.pt`."""
     import argparse
     import json
 

@@ -77,10 +77,11 @@ SPAN_TICKS = vocab.DELTA  # AMT's spans last DELTA (5 s)
 SPAN_FROM = 0.25  # the span starts at a note drawn from those past the window's first quarter
 # A span copy leaves only its last 5 s of events beside controls (the rest of the window comes before the first
 # control): 12% of the span copies' notes. Each span draw also makes SHORT_SPANS copies cut to a few seconds of events
-# before their span (SHORT_HISTORY ticks), in which a third to a half of the events see controls. With them, stages
-# on the span copies alone (`demo.train --modes span`) brought infill's controls from hurting to helping
-# (BENCHMARKS.md, "Demo model: anticipation retrains", fifth round).
-SHORT_SPANS = 2
+# before a span of their own (SHORT_HISTORY ticks), in which a third to a half of the events see controls. With two,
+# stages on the span copies alone (`demo.train --modes span`) brought infill's controls from hurting to helping, but
+# the autoregressive music lost instrument words; six give a stage on all windows about as many tokens beside
+# controls (BENCHMARKS.md, "Demo model: anticipation retrains", fifth and sixth rounds).
+SHORT_SPANS = 6
 SHORT_SPAN = "span, cut to the seconds before it"
 SHORT_HISTORY = (2 * SPAN_TICKS, 4 * SPAN_TICKS)
 RANDOM_RATES = 10  # AMT's ANTICIPATION_RATES: each note is a control with probability r/10, r drawn from 1..9

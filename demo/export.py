@@ -56,14 +56,17 @@ def write_hf_folder(model: DemoLlama, folder: Path) -> Path:
     return folder
 
 
+LSTSQ_RCOND = 1e-3  # read_gguf: singular values of the tick codes below this share of the largest are dropped
+
+
 def read_gguf(path: Path, compact: CompactVocab, seed: int = 0) -> DemoLlama:
     """The network a demo GGUF was exported from, for the rows of `compact` (the training data's): the inverse of
     `write_hf_folder` + `convert`, up to the file's quantisation.
 
     Arrival-time rows are computed in the network (`DemoLlama`), so their maps are fitted to the file's rows by least
-    squares (the rows come back exactly, as they are those maps' image; a code that is zero at every tick gets weight
-    0), and the control markers are the mean difference between control and event rows; Q
-    and K rows go back from llama.cpp's rotary layout.
+    squares (the rows come back to about 1e-4, as they are those maps' image; codes that are nearly zero at every
+    tick get weight 0), and the control markers are the mean difference between control and event rows; Q and K
+    rows go back from llama.cpp's rotary layout.
     """
     import gguf
     import numpy as np
@@ -85,11 +88,15 @@ def read_gguf(path: Path, compact: CompactVocab, seed: int = 0) -> DemoLlama:
     table, controls = rows[: compact.control_base], rows[compact.control_base :]
     times = slice(model.time_base, model.time_base + vocab.MAX_TIME)
     time_codes, insert_codes = model.time_codes.numpy(), model.insert_codes.numpy()
-    time_map, *_ = np.linalg.lstsq(time_codes, table[times], rcond=None)
+    # The codes' singular values span 1e8: an exact least-squares map weighs the near-null ones by thousands, which
+    # bf16 autocast then turns into nonsense (arrival-time CE of hundreds of nats). Cutting them leaves the same
+    # misfit and a map of the size training makes.
+    time_map, *_ = np.linalg.lstsq(time_codes, table[times], rcond=LSTSQ_RCOND)
     misfit = np.linalg.norm(time_codes @ time_map - table[times]) / np.linalg.norm(table[times])
     if misfit > 0.05:  # Q8_0 leaves about 0.005
         raise ValueError(f"{path}: its arrival-time rows are no map of their tick codes ({misfit:.0%} off): not a demo")
-    control_time_map, *_ = np.linalg.lstsq(time_codes, controls[: vocab.MAX_TIME] - insert_codes @ time_map, rcond=None)
+    control_rows = controls[: vocab.MAX_TIME] - insert_codes @ time_map
+    control_time_map, *_ = np.linalg.lstsq(time_codes, control_rows, rcond=LSTSQ_RCOND)
     events = table[times.stop : times.stop + vocab.MAX_DUR + vocab.MAX_NOTE]  # durations, then instrument-pitch
     marked = controls[vocab.MAX_TIME :] - events
     markers = np.stack([marked[: vocab.MAX_DUR].mean(0), marked[vocab.MAX_DUR :].mean(0)])

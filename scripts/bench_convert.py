@@ -170,12 +170,13 @@ def markdown(results: list[dict], *, source_gb: float, threads: int, build_s: fl
 def update_benchmarks(section: str, title: str = SECTION) -> None:
     """Replace (or append) one `## ` section, leaving the rest of BENCHMARKS.md as it is."""
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    section = section.rstrip("\n") + "\n"  # one blank line before the next section, however the caller ended it
     start = text.find(title)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
         end = text.find("\n## ", start + len(title))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+        text = text[:start] + section + ("\n" + text[end + 1 :] if end >= 0 else "")
     tmp = BENCHMARKS.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(BENCHMARKS)

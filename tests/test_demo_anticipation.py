@@ -202,14 +202,20 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     # And back: the F32 file read as the network it was exported from (a later stage can start from a shipped GGUF).
     back = export.read_gguf(gguf, model.compact, seed=model.seed)
     with torch.no_grad():
-        np.testing.assert_allclose(back.table().numpy(), table.numpy(), rtol=0, atol=1e-5)
+        # the arrival-time rows up to the codes read_gguf leaves out (LSTSQ_RCOND): the CE below is the file's
+        np.testing.assert_allclose(back.table().numpy(), table.numpy(), rtol=0, atol=1e-3)
         for name, value in model.state_dict().items():  # the time maps' images are in the table
             if not name.endswith("time.weight"):
                 np.testing.assert_allclose(back.state_dict()[name].numpy(), value.numpy(), atol=1e-5, err_msg=name)
+            else:  # fitted, not copied: no larger than the trained map (an exact fit of the first release's file
+                # has entries near 7,000, which bf16 autocast turned into arrival-time CEs of hundreds of nats)
+                assert back.state_dict()[name].norm() <= 1.001 * value.norm(), name
+    bf16 = [train.evaluate(m, dataset, held, 4096, True)["ce"] for m in (model, back)]
+    assert bf16[1] == pytest.approx(bf16[0], abs=0.02)  # training from a file under bf16 autocast sees its network
     from_file = train.train(tmp_path / "data", tmp_path / "from-gguf", shape=shape, steps=1, batch_tokens=4096,
                             lr=1e-3, seed=0, max_minutes=5, eval_every=100, threads=1, init=gguf)  # fmt: skip
     before = train.evaluate(model, dataset, held, 4096, False)["ce"]  # the probe is every held-out window here
-    assert from_file["held_out"][0]["ce"] == pytest.approx(before, abs=1e-4)  # it started from the file's network
+    assert from_file["held_out"][0]["ce"] == pytest.approx(before, abs=1e-3)  # it started from the file's network
 
     # `--infill` through the public API on the held-out windows, and the card's text from what was measured.
     captions = ["A piece for piano and strings."] * len(records)
@@ -231,7 +237,7 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     short = sum(r["mode"] == data.SHORT_SPAN for r in records)
     assert short > 0 and f"and {short:,} short span copies, the same shape cut to 10-20 s of events" in text, text
 
-    # A second stage from the first (make demo-model's two stages): the card tells both and plots one curve.
+    # A second stage from the first (demo.train --init model.pt): the card tells both and plots one curve.
     later = train.train(tmp_path / "data", tmp_path / "stage2", shape=shape, steps=1, batch_tokens=4096, lr=1e-3,
                         seed=0, max_minutes=5, eval_every=100, threads=1, init=tmp_path / "train" / "model.pt",
                         modes=frozenset({data.SPAN, data.AUTOREGRESSIVE}))  # fmt: skip
