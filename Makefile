@@ -132,6 +132,7 @@ demo-data: $(DEMO_DATA)
 # The first release's demo network (models/midillm-demo-q8_0.gguf at commit 7e8ce7a: the autoregressive windows
 # alone, 37.7 min on 2 cores), which demo-model continues; read from the repository's history (a shallow clone
 # needs `git fetch --unshallow` first).
+# demo/card.py's BASE_COMMIT names the same commit on the card.
 DEMO_BASE_COMMIT := 7e8ce7a
 DEMO_BASE := build/demo/midillm-demo-q8_0-$(DEMO_BASE_COMMIT).gguf
 $(DEMO_BASE):

@@ -42,10 +42,11 @@ from .train import OUT as TRAIN_OUT
 
 MODELS = ROOT / "models"
 # What made the release a stage read back with `demo.train --init FILE.gguf` (its card at that commit; the file
-# carries no history).
+# carries no history). The Makefile's DEMO_BASE_COMMIT names the same commit.
+BASE_COMMIT = "7e8ce7a"
 BASE_MINUTES = 37.7
-BASE_RELEASE = (f"the first release's demo model, commit 7e8ce7a: 1,100 steps in {BASE_MINUTES} min on 2 CPU cores"
-                " with bf16 autocast, 7.8 M MIDI tokens of the autoregressive windows, peak learning rate"
+BASE_RELEASE = (f"the first release's demo model, commit {BASE_COMMIT}: 1,100 steps in {BASE_MINUTES} min on 2 CPU"
+                " cores with bf16 autocast, 7.8 M MIDI tokens of the autoregressive windows, peak learning rate"
                 " 0.003")  # fmt: skip
 CARD = MODELS / "midillm-demo.md"
 LOSS_PNG = MODELS / "midillm-demo-loss.png"
@@ -270,8 +271,8 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
         "## Reproduce",
         "",
         "`make demo-data` (about 10 min) then `make demo-model` (on 2 cores: 65 min of training from the first",
-        "release's network, which it reads from commit 7e8ce7a with `git show`, then export, conversion, evaluation",
-        "and this card). Training uses torch through the `[train]` extra; nothing else needs it.",
+        f"release's network, which it reads from commit {BASE_COMMIT} with `git show`, then export, conversion,",
+        "evaluation and this card). Training uses torch through the `[train]` extra; nothing else needs it.",
         "",
         "## License",
         "",
