@@ -139,7 +139,7 @@ $(DEMO_BASE):
 	@mkdir -p $(@D)
 	@git cat-file -e $(DEMO_BASE_COMMIT) 2>/dev/null || \
 		{ echo "demo-model continues commit $(DEMO_BASE_COMMIT)'s demo model, not in this clone's history (git fetch --unshallow)" >&2; exit 1; }
-	git show $(DEMO_BASE_COMMIT):models/midillm-demo-q8_0.gguf > $@.tmp && mv $@.tmp $@
+	git show $(DEMO_BASE_COMMIT):models/midillm-demo-q8_0.gguf > $@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
 
 # About 65 minutes of training on 2 cores (100 with the first release's 37.7 that it continues): one stage on all
 # windows, anticipated copies included, at a lower peak learning rate than the first release's; then export a

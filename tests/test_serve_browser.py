@@ -1,7 +1,8 @@
 """The `serve` page in a real browser: the system's chromium, headless, driven by playwright's Python API.
 
-Types a prompt, presses Generate, waits for the piano roll, downloads the MIDI and reads it with mido, and takes a
-screenshot (tmp_path/page.png; MIDILLM_SCREENSHOT=path keeps a copy to look at). Playwright never downloads a
+Types a prompt, presses Generate, waits for the piano roll, downloads the MIDI and reads it with mido; rewrites a
+span of an uploaded file; takes screenshots (tmp_path/page.png, infill.png; MIDILLM_SCREENSHOTS=DIR keeps copies to
+look at). Playwright never downloads a
 browser here: it is pointed at chromium from the system (Debian: apt install chromium), or at $MIDILLM_CHROMIUM.
 Without either the test skips and says which is missing.
 """
@@ -9,13 +10,18 @@ Without either the test skips and says which is missing.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import mido
 import pytest
+
+from midillm_lite.amt.midi import read_midi
 
 pytestmark = pytest.mark.slow
 
@@ -43,18 +49,20 @@ def _load_serve():
     return module
 
 
-def test_the_page_generates_shows_and_downloads(tiny_gguf, tmp_path: Path) -> None:
+@contextmanager
+def served_page(tiny_gguf, tmp_path: Path, *serve_args: str, prompt: str):
+    """`serve` on the tiny model, the system's chromium on its page with `prompt` and a short, seeded request filled
+    in; yields (server, page, problems): console errors, page errors and requests that leave the server."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip: the test extra)")
     browser_path = find_browser()
     if browser_path is None:
         pytest.skip("no chromium found (apt install chromium, or set MIDILLM_CHROMIUM to a Chromium binary)")
     load_serve = _load_serve()
-    # --audio: the suite's MIDILLM_AUDIO=none (tests/conftest.py) is for gen; here the page's player is tested too.
-    with load_serve.ServerProcess(tiny_gguf(), tmp_path / "out", "--threads", "2", "--audio", "ogg") as server:
+    with load_serve.ServerProcess(tiny_gguf(), tmp_path / "out", "--threads", "2", *serve_args) as server:
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=browser_path, headless=True)
             try:
-                page = browser.new_page(viewport={"width": 1100, "height": 1000}, accept_downloads=True)
+                page = browser.new_page(viewport={"width": 1100, "height": 1200}, accept_downloads=True)
                 problems: list[str] = []
                 page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
                 page.on("pageerror", lambda e: problems.append(str(e)))
@@ -64,34 +72,86 @@ def test_the_page_generates_shows_and_downloads(tiny_gguf, tmp_path: Path) -> No
                 # Arrow functions, not expressions: playwright eval()s an expression on every poll, which the page's CSP
                 # (no unsafe-eval) refuses once the first check is false; a function is compiled once, by devtools.
                 page.wait_for_function("() => document.querySelector('#model').textContent.startsWith('model:')")
-                page.fill("#prompt", "A gentle piece for solo piano.")
+                page.fill("#prompt", prompt)
                 page.fill("[name=n]", "1")
                 page.fill("[name=max_tokens]", "60")
                 page.fill("[name=seed]", "3")
-                page.click("#generate")
-                page.wait_for_selector(".output img", timeout=TIMEOUT_MS)
-                page.wait_for_function("() => document.querySelector('.output img').naturalWidth > 0")
-                assert page.text_content("#status").startswith("done")
-                with page.expect_download() as info:
-                    page.click(".output a.midi")
-                saved = tmp_path / "download.mid"
-                info.value.save_as(saved)
-                assert info.value.suggested_filename.endswith("_gen_1.mid")
-                (folder,) = (tmp_path / "out").iterdir()
-                served = next(folder.rglob("gen_1.mid"))  # under rejected/ if the random model stacked notes
-                assert saved.read_bytes() == served.read_bytes()
-                assert mido.MidiFile(saved).tracks
-                if "rejected" not in served.parts:  # audio is rendered for usable outputs only, as gen does
-                    assert served.with_suffix(".ogg").is_file()
-                    # The browser decodes the served file: its player knows the duration of the music.
-                    page.wait_for_function("() => document.querySelector('.output audio').duration > 0.5",
-                                           timeout=TIMEOUT_MS)  # fmt: skip
-                page.wait_for_selector("#recent li")
-                shot = tmp_path / "page.png"
-                page.screenshot(path=str(shot), full_page=True)
-                if os.environ.get("MIDILLM_SCREENSHOT"):
-                    shutil.copy(shot, os.environ["MIDILLM_SCREENSHOT"])
-                assert not problems, problems
+                yield server, page, problems
             finally:
                 browser.close()
         assert server.stop() == 0
+
+
+def keep_screenshot(page, path: Path) -> None:
+    """A full-page screenshot at `path`; a copy in the folder $MIDILLM_SCREENSHOTS, when set, to look at."""
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("MIDILLM_SCREENSHOTS"):
+        shutil.copy(path, Path(os.environ["MIDILLM_SCREENSHOTS"]) / path.name)
+
+
+def test_the_page_generates_shows_and_downloads(tiny_gguf, tmp_path: Path) -> None:
+    # --audio: the suite's MIDILLM_AUDIO=none (tests/conftest.py) is for gen; here the page's player is tested too.
+    with served_page(tiny_gguf, tmp_path, "--audio", "ogg", prompt="A gentle piece for solo piano.") as (
+        _,
+        page,
+        problems,
+    ):
+        page.click("#generate")
+        page.wait_for_selector(".output img", timeout=TIMEOUT_MS)
+        page.wait_for_function("() => document.querySelector('.output img').naturalWidth > 0")
+        assert page.text_content("#status").startswith("done")
+        with page.expect_download() as info:
+            page.click(".output a.midi")
+        saved = tmp_path / "download.mid"
+        info.value.save_as(saved)
+        assert info.value.suggested_filename.endswith("_gen_1.mid")
+        (folder,) = (tmp_path / "out").iterdir()
+        served = next(folder.rglob("gen_1.mid"))  # under rejected/ if the random model stacked notes
+        assert saved.read_bytes() == served.read_bytes()
+        assert mido.MidiFile(saved).tracks
+        if "rejected" not in served.parts:  # audio is rendered for usable outputs only, as gen does
+            assert served.with_suffix(".ogg").is_file()
+            # The browser decodes the served file: its player knows the duration of the music.
+            page.wait_for_function("() => document.querySelector('.output audio').duration > 0.5",
+                                   timeout=TIMEOUT_MS)  # fmt: skip
+        page.wait_for_selector("#recent li")
+        keep_screenshot(page, tmp_path / "page.png")
+        assert not problems, problems
+
+
+def test_the_page_rewrites_a_span_of_an_uploaded_file(tiny_gguf, tmp_path: Path) -> None:
+    """Infill from the page: the mode's inputs appear, the ones that do not go with it are not sent (Seconds has a
+    value and Keep instruments was typed under accompany: the server refuses both with infill), and the output keeps
+    the file's notes outside the span."""
+    piece = Path(__file__).parent / "data" / "strawberry.mid"
+    with served_page(tiny_gguf, tmp_path, prompt="A pop song.") as (_, page, problems):
+        page.click("details summary")
+        assert not page.is_visible("[name=to_seconds]")
+        page.set_input_files("[name=midi]", str(piece))
+        page.select_option("#mode", "accompany")
+        assert page.is_visible("[name=keep_instruments]") and page.is_disabled("#seconds")
+        page.fill("[name=keep_instruments]", "piano")
+        page.select_option("#mode", "infill")
+        assert not page.is_visible("[name=keep_instruments]") and page.is_visible("[name=to_seconds]")
+        page.fill("[name=from_seconds]", "150")
+        page.fill("[name=to_seconds]", "160")
+        page.click("#generate")
+        page.wait_for_selector(".output .new-notes", timeout=TIMEOUT_MS)
+        assert page.text_content("#status").startswith("done"), page.text_content("#status")
+        told = page.text_content(".output .new-notes")
+        keep_screenshot(page, tmp_path / "infill.png")
+        assert not problems, problems
+    (stats_path,) = (tmp_path / "out").rglob("generation_stats.json")
+    stats = json.loads(stats_path.read_text())
+    assert stats["anticipation"]["mode"] == "infill", stats["anticipation"]
+    (output,) = stats["outputs"]
+    kept = output["notes"] - output["new_notes"]
+    new = output["new_notes"]
+    assert told == f"{new} new note{'' if new == 1 else 's'}, {kept} kept from the file"
+    assert stats["anticipation"]["kept_notes"] == kept > 2700
+
+    def outside(path: Path) -> Counter:  # the notes that start outside the span, as AMT reads them
+        return Counter(n for n in read_midi(path).notes if not 15_000 <= n.onset < 16_000)
+
+    (written,) = (tmp_path / "out").rglob("gen_1.mid")
+    assert outside(written) == outside(piece)

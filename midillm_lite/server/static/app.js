@@ -52,6 +52,29 @@ async function showModel() {
   }
 }
 
+const MODE_HELP = {
+  "": "Continues the file from that second (its end when empty), as gen --continue.",
+  infill: "Keeps every note outside From..To and writes new ones inside it, leading into what follows (gen --infill).",
+  accompany: "Keeps the named parts (all when empty; GM programs, 128 = drums, or track numbers) and writes the " +
+    "others around them (gen --accompany).",
+};
+
+// The inputs that do not go with the chosen mode are disabled, so the form does not send them: a span's end ends
+// infilled or accompanied music (no Seconds), and only accompaniment keeps parts.
+function syncMode() {
+  const mode = $("mode").value;
+  for (const label of document.querySelectorAll("[data-modes]")) {
+    const shown = mode !== "" && label.dataset.modes.split(" ").includes(mode);
+    label.hidden = !shown;
+    label.querySelector("input").disabled = !shown;
+  }
+  $("seconds").disabled = mode !== "";
+  $("from-seconds").placeholder = { "": "its end", infill: "required", accompany: "its start" }[mode];
+  $("to-seconds").placeholder = mode === "infill" ? "required" : "its end";
+  $("from-seconds").required = $("to-seconds").required = mode === "infill";
+  $("mode-help").textContent = MODE_HELP[mode];
+}
+
 async function start(event) {
   event.preventDefault();
   const data = new FormData($("gen-form"));
@@ -120,6 +143,10 @@ function finish(job) {
   refreshRecent();
 }
 
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 function link(file, text, download = true) {
   const a = document.createElement("a");
   a.href = withToken(file.url + (download ? "?download=1" : ""));
@@ -146,6 +173,14 @@ function showResults(job) {
       }
     }
     card.append(title);
+    if (output.new_notes != null) {
+      // infill and accompany: the file holds every kept note plus these
+      const told = document.createElement("p");
+      told.className = "muted new-notes";
+      const kept = output.notes - output.new_notes;
+      told.textContent = `${plural(output.new_notes, "new note")}, ${kept} kept from the file`;
+      card.append(told);
+    }
     const png = mine.find((f) => f.kind === "image");
     if (png) {
       const img = document.createElement("img");
@@ -216,6 +251,8 @@ async function cancel() {
 function init() {
   loadToken();
   $("gen-form").addEventListener("submit", start);
+  $("mode").addEventListener("change", syncMode);
+  syncMode();
   $("cancel").addEventListener("click", cancel);
   $("save-token").addEventListener("click", () => {
     token = $("token").value.trim();
