@@ -270,9 +270,10 @@ def card_text(stats: dict, history: dict, ev: dict) -> str:
         "",
         "## Reproduce",
         "",
-        "`make demo-data` (about 10 min) then `make demo-model` (on 2 cores: 65 min of training from the first",
-        f"release's network, which it reads from commit {BASE_COMMIT} with `git show`, then export, conversion,",
-        "evaluation and this card). Training uses torch through the `[train]` extra; nothing else needs it.",
+        f"`make demo-data` (about 10 min) then `make demo-model` (on 2 cores: {training_minutes(history):.0f} min of"
+        f" training in {len(stages(history))} stages from the first release's network, which it reads from commit"
+        f" {BASE_COMMIT} with `git show`, then export, conversion, evaluation and this card). Training uses torch"
+        " through the `[train]` extra; nothing else needs it.",
         "",
         "## License",
         "",
@@ -303,7 +304,9 @@ def training_bullet(history: dict) -> str:
     parts = [
         f"{stage['steps']} steps ({stage['minutes']} min) on "
         f"{'the ' + ' and '.join(stage['modes']) + ' windows' if stage.get('modes') else 'all windows'}"
-        f" at peak learning rate {stage['lr']}" + (" from there" if k else "")
+        + "".join(f", each {mode} window drawn {count} times" for mode, count in (stage.get("repeat") or {}).items())
+        + f" at peak learning rate {stage['lr']}"
+        + (" from there" if k else "")
         for k, stage in enumerate(stages(history))
     ]
     tokens = sum(stage["train"][-1]["tokens"] for stage in stages(history))

@@ -58,6 +58,11 @@ class Dataset:
         return self.prompts[i], self.events[i]
 
 
+def stage_windows(ids: list[int], kinds: list[str], modes: frozenset[str] | None, repeat: dict[str, int]) -> list[int]:
+    """A stage's training windows: those of `modes` (None: all), each of a `repeat` mode listed that many times."""
+    return [i for i in ids if modes is None or kinds[i] in modes for _ in range(repeat.get(kinds[i], 1))]
+
+
 def length_batches(data: Dataset, indices: list[int], tokens: int, rng: random.Random) -> list[list[int]]:
     """Batches of similar-length examples, at most `tokens` padded tokens each, in shuffled order."""
     ordered = sorted(indices, key=lambda i: (len(data.prompts[i]) + len(data.events[i]), rng.random()))
@@ -107,9 +112,10 @@ def evaluate(model: DemoLlama, data: Dataset, indices: list[int], tokens: int, b
 
 def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: int, lr: float, seed: int,
           max_minutes: float, eval_every: int, threads: int, init: Path | None = None,
-          modes: frozenset[str] | None = None) -> dict:  # fmt: skip
+          modes: frozenset[str] | None = None, repeat: dict[str, int] | None = None) -> dict:  # fmt: skip
     """`init`: go on from a saved model of the same shape and data (a later phase), or from a demo GGUF; `modes`:
-    train only on the windows of these augmentations (demo/data.py's names; None: all)."""
+    train only on the windows of these augmentations (demo/data.py's names; None: all); `repeat`: draw each window of
+    these augmentations this many times per pass (a stage's mix of autoregressive and anticipated windows)."""
     torch.set_num_threads(threads)
     data = Dataset.load(data_dir)
     compact = data.compact_vocab()
@@ -127,9 +133,9 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
             earlier = [*before.pop("stages", []), before]
     bf16 = bf16_native()
     train_ids, test_ids = data.indices(False), data.indices(True)
-    if modes is not None:
+    if modes is not None or repeat:
         kinds = [base_mode(r["mode"]) for r in read_examples(data_dir)]
-        train_ids = [i for i in train_ids if kinds[i] in modes]
+        train_ids = stage_windows(train_ids, kinds, modes, repeat or {})
     probe = random.Random(seed).sample(test_ids, min(len(test_ids), 48))  # held-out subset for the curve
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("embed")]
     rest = [p for n, p in model.named_parameters() if not (p.dim() == 2 and not n.startswith("embed"))]
@@ -137,7 +143,7 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
                             lr=lr, betas=(0.9, 0.98))  # fmt: skip
     warmup = max(1, steps // 25)
     history: dict = {"train": [], "held_out": [], "bf16": bf16, "shape": shape.to_dict(), "lr": lr,
-                     "batch_tokens": batch_tokens, "modes": sorted(modes) if modes else None,
+                     "batch_tokens": batch_tokens, "modes": sorted(modes) if modes else None, "repeat": repeat or None,
                      "stages": earlier, "base": base}  # fmt: skip
     rng = random.Random(seed)
     batches: list[list[int]] = []
@@ -204,6 +210,18 @@ def augmentation_names(text: str) -> frozenset[str]:
     return names
 
 
+def mode_repeats(text: str) -> dict[str, int]:
+    """--repeat: MODE=K pairs, comma-separated: each window of MODE is drawn K times per pass over the data."""
+    repeat = {}
+    for pair in text.split(","):
+        name, _, count = pair.partition("=")
+        augmentation_names(name)  # one clear line for an unknown name
+        if not count.strip().isdigit() or int(count) < 1:
+            raise argparse.ArgumentTypeError(f"{pair.strip()!r}: expected MODE=K with K a whole number >= 1")
+        repeat[name.strip()] = int(count)
+    return repeat
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -224,13 +242,18 @@ def main() -> None:
         type=augmentation_names,
         help="train only on windows of these augmentations, e.g. autoregressive,span,instrument",
     )
+    parser.add_argument(
+        "--repeat",
+        type=mode_repeats,
+        help="draw the windows of these augmentations K times per pass, e.g. autoregressive=4",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     shape = Shape(layers=args.layers, hidden=args.hidden)
     history = train(
         args.data, args.out, shape=shape, steps=args.steps, batch_tokens=args.batch_tokens, lr=args.lr,
         seed=args.seed, max_minutes=args.max_minutes, eval_every=args.eval_every, threads=args.threads, init=args.init,
-        modes=args.modes,
+        modes=args.modes, repeat=args.repeat,
     )  # fmt: skip
     print(f"trained {history['steps']} steps in {history['minutes']} min; wrote {args.out}")
 

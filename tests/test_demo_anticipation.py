@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import random
 from collections import Counter
 from pathlib import Path
@@ -136,6 +137,27 @@ def test_a_copy_with_every_note_a_control_is_not_made() -> None:
 
 
 @pytest.mark.slow
+@settings(max_examples=50, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["autoregressive", "span", "instrument"]), max_size=30),
+       k=st.integers(1, 5), only_two=st.booleans())  # fmt: skip
+def test_a_stage_repeats_and_filters_windows_by_mode(kinds: list[str], k: int, only_two: bool) -> None:
+    train = pytest.importorskip("demo.train", reason="the [train] extra (make demo-model installs it)")
+    modes = frozenset({"autoregressive", "span"}) if only_two else None
+    ids = list(range(len(kinds)))
+    got = Counter(train.stage_windows(ids, kinds, modes, {"autoregressive": k}))
+    for i, kind in enumerate(kinds):
+        wanted = 0 if modes is not None and kind not in modes else k if kind == "autoregressive" else 1
+        assert got[i] == wanted
+
+
+def test_repeat_takes_mode_counts_and_refuses_the_rest() -> None:
+    train = pytest.importorskip("demo.train", reason="the [train] extra (make demo-model installs it)")
+    assert train.mode_repeats("autoregressive=3, span=2") == {"autoregressive": 3, "span": 2}
+    for bad in ("autoregressive", "autoregressive=0", "span=x", "bogus=2", "span=-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            train.mode_repeats(bad)
+
+
 def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, capsys) -> None:
     """Anticipation windows train, the with/without-controls CE runs, and the export converts to a GGUF whose
     logits over an ANTICIPATE sequence with controls match torch's (the control and mode rows made it out)."""
