@@ -311,6 +311,12 @@ def base_mode(mode: str) -> str:
     return SPAN if mode in (ONE_INSTRUMENT, SHORT_SPAN) else mode
 
 
+def stage_windows(ids: list[int], kinds: list[str], modes: frozenset[str] | None, repeat: dict[str, int]) -> list[int]:
+    """A training stage's windows (`demo.train --modes/--repeat`): those whose base_mode is in `modes` (None: all),
+    each of a `repeat` mode listed that many times."""
+    return [i for i in ids if modes is None or kinds[i] in modes for _ in range(repeat.get(kinds[i], 1))]
+
+
 class CaptionTokenizer:
     """Prompt ids exactly as `engine.build_prompt` makes them: BOS, system prompt + caption + " ", then
     AUTOREGRESS (or ANTICIPATE, as `build_prompt(..., anticipate=True)`)."""

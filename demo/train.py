@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .data import OUT as DATA
-from .data import base_mode, read_examples
+from .data import base_mode, read_examples, stage_windows
 from .model import CompactVocab, DemoLlama, Shape, make_batch, slot_losses
 
 log = logging.getLogger("demo.train")
@@ -56,11 +56,6 @@ class Dataset:
 
     def example(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return self.prompts[i], self.events[i]
-
-
-def stage_windows(ids: list[int], kinds: list[str], modes: frozenset[str] | None, repeat: dict[str, int]) -> list[int]:
-    """A stage's training windows: those of `modes` (None: all), each of a `repeat` mode listed that many times."""
-    return [i for i in ids if modes is None or kinds[i] in modes for _ in range(repeat.get(kinds[i], 1))]
 
 
 def length_batches(data: Dataset, indices: list[int], tokens: int, rng: random.Random) -> list[list[int]]:

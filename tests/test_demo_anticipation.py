@@ -141,10 +141,9 @@ def test_a_copy_with_every_note_a_control_is_not_made() -> None:
 @given(kinds=st.lists(st.sampled_from(["autoregressive", "span", "instrument"]), max_size=30),
        k=st.integers(1, 5), only_two=st.booleans())  # fmt: skip
 def test_a_stage_repeats_and_filters_windows_by_mode(kinds: list[str], k: int, only_two: bool) -> None:
-    train = pytest.importorskip("demo.train", reason="the [train] extra (make demo-model installs it)")
     modes = frozenset({"autoregressive", "span"}) if only_two else None
     ids = list(range(len(kinds)))
-    got = Counter(train.stage_windows(ids, kinds, modes, {"autoregressive": k}))
+    got = Counter(data.stage_windows(ids, kinds, modes, {"autoregressive": k}))
     for i, kind in enumerate(kinds):
         wanted = 0 if modes is not None and kind not in modes else k if kind == "autoregressive" else 1
         assert got[i] == wanted
