@@ -55,8 +55,8 @@ async function showModel() {
 const MODE_HELP = {
   "": "Continues the file from that second (its end when empty), as gen --continue.",
   infill: "Keeps every note outside From..To and writes new ones inside it, leading into what follows (gen --infill).",
-  accompany: "Keeps the named parts (all when empty; GM programs, 128 = drums, or track numbers) and writes the " +
-    "others around them (gen --accompany).",
+  accompany: "Keeps the named parts (all when empty; GM names, families, programs 0-127 or drums; or track " +
+    "numbers from 0) and writes new parts around them (gen --accompany).",
 };
 
 // The inputs that do not go with the chosen mode are disabled, so the form does not send them: a span's end ends
