@@ -136,7 +136,6 @@ def test_a_copy_with_every_note_a_control_is_not_made() -> None:
         assert data.augment(notes, draws) == []
 
 
-@pytest.mark.slow
 @settings(max_examples=50, deadline=None)
 @given(kinds=st.lists(st.sampled_from(["autoregressive", "span", "instrument"]), max_size=30),
        k=st.integers(1, 5), only_two=st.booleans())  # fmt: skip
@@ -157,6 +156,7 @@ def test_repeat_takes_mode_counts_and_refuses_the_rest() -> None:
             train.mode_repeats(bad)
 
 
+@pytest.mark.slow
 def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, capsys) -> None:
     """Anticipation windows train, the with/without-controls CE runs, and the export converts to a GGUF whose
     logits over an ANTICIPATE sequence with controls match torch's (the control and mode rows made it out)."""

@@ -52,7 +52,7 @@ def _load_serve():
 @contextmanager
 def served_page(tiny_gguf, tmp_path: Path, *serve_args: str, prompt: str):
     """`serve` on the tiny model, the system's chromium on its page with `prompt` and a short, seeded request filled
-    in; yields (server, page, problems): console errors, page errors and requests that leave the server."""
+    in; yields (page, problems): console errors, page errors and requests that leave the server."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip: the test extra)")
     browser_path = find_browser()
     if browser_path is None:
@@ -76,7 +76,7 @@ def served_page(tiny_gguf, tmp_path: Path, *serve_args: str, prompt: str):
                 page.fill("[name=n]", "1")
                 page.fill("[name=max_tokens]", "60")
                 page.fill("[name=seed]", "3")
-                yield server, page, problems
+                yield page, problems
             finally:
                 browser.close()
         assert server.stop() == 0
@@ -92,7 +92,6 @@ def keep_screenshot(page, path: Path) -> None:
 def test_the_page_generates_shows_and_downloads(tiny_gguf, tmp_path: Path) -> None:
     # --audio: the suite's MIDILLM_AUDIO=none (tests/conftest.py) is for gen; here the page's player is tested too.
     with served_page(tiny_gguf, tmp_path, "--audio", "ogg", prompt="A gentle piece for solo piano.") as (
-        _,
         page,
         problems,
     ):
@@ -124,7 +123,7 @@ def test_the_page_rewrites_a_span_of_an_uploaded_file(tiny_gguf, tmp_path: Path)
     value and Keep instruments was typed under accompany: the server refuses both with infill), and the output keeps
     the file's notes outside the span."""
     piece = Path(__file__).parent / "data" / "strawberry.mid"
-    with served_page(tiny_gguf, tmp_path, prompt="A pop song.") as (_, page, problems):
+    with served_page(tiny_gguf, tmp_path, prompt="A pop song.") as (page, problems):
         page.click("details summary")
         assert not page.is_visible("[name=to_seconds]")
         page.set_input_files("[name=midi]", str(piece))
