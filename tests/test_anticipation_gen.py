@@ -156,3 +156,15 @@ def test_cli_infill_end_to_end(tiny_gguf, tmp_path, capsys):
     for path in sorted(out.glob("gen_*.mid")) + sorted(out.glob("rejected/gen_*.mid")):
         assert not kept - Counter(read_midi(path).notes)
     assert all(read_tokens(p) for p in out.glob("gen_*_tokens.txt"))
+
+
+def test_cli_accompaniment_of_a_long_piece_says_where_to_go_on(tiny_gguf, tmp_path, capsys):
+    """The song is 270 s: one pass accompanies its first 95 s, and gen says so on stderr (not only in the stats)."""
+    out = tmp_path / "band"
+    args = ["gen", "a band", "--model", str(tiny_gguf()), "--accompany", str(SONG), "--keep-instruments", "piano",
+            "--seed", "2", "--max-tokens", "30", "--threads", "1", "-o", str(out), "--no-png"]  # fmt: skip
+    code, _, stderr = run_cli(args, capsys)
+    assert code in (0, 1), stderr
+    said = "warning: accompanying 0-95 s (one pass writes 95 s); go on from 95 s with the output as the input"
+    assert said in stderr.splitlines(), stderr
+    assert json.loads((out / "generation_stats.json").read_text())["warnings"] == [said.removeprefix("warning: ")]

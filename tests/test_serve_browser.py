@@ -1,10 +1,10 @@
 """The `serve` page in a real browser: the system's chromium, headless, driven by playwright's Python API.
 
 Types a prompt, presses Generate, waits for the piano roll, downloads the MIDI and reads it with mido; rewrites a
-span of an uploaded file; takes screenshots (tmp_path/page.png, infill.png; MIDILLM_SCREENSHOTS=DIR keeps copies to
-look at). Playwright never downloads a
-browser here: it is pointed at chromium from the system (Debian: apt install chromium), or at $MIDILLM_CHROMIUM.
-Without either the test skips and says which is missing.
+span of an uploaded file and accompanies its piano; takes screenshots (tmp_path/page.png, infill.png, accompany.png;
+MIDILLM_SCREENSHOTS=DIR keeps copies to look at). Playwright never downloads a browser here: it is pointed at
+chromium from the system (Debian: apt install chromium), or at $MIDILLM_CHROMIUM. Without either the test skips and
+says which is missing.
 """
 
 from __future__ import annotations
@@ -154,3 +154,38 @@ def test_the_page_rewrites_a_span_of_an_uploaded_file(tiny_gguf, tmp_path: Path)
 
     (written,) = (tmp_path / "out").rglob("gen_1.mid")
     assert outside(written) == outside(piece)
+
+
+def test_the_page_accompanies_the_kept_instruments_of_an_uploaded_file(tiny_gguf, tmp_path: Path) -> None:
+    """Accompany from the page: the instruments typed in Keep instruments (a GM family name here) become the
+    controls. The song is 270 s, so one pass does its first 95 s: the page says where to go on from, as gen does;
+    the output holds the file's piano notes in those 95 s and every note after them, each exactly as it was, and
+    the page's count line adds up."""
+    piece = Path(__file__).parent / "data" / "strawberry.mid"
+    # the file's only Piano-family program is 0; the notes from 95 s on are outside the span, kept as they are
+    kept = Counter(n for n in read_midi(piece).notes if n.instrument == 0 or n.onset >= 9_500)
+    with served_page(tiny_gguf, tmp_path, prompt="A pop band around a piano.") as (page, problems):
+        page.click("details summary")
+        page.set_input_files("[name=midi]", str(piece))
+        page.select_option("#mode", "accompany")
+        assert page.is_visible("[name=keep_tracks]") and page.is_disabled("#seconds")
+        page.fill("[name=keep_instruments]", "piano")
+        page.click("#generate")
+        page.wait_for_selector(".output .new-notes", timeout=TIMEOUT_MS)
+        assert page.text_content("#status").startswith("done"), page.text_content("#status")
+        told = page.text_content(".output .new-notes")
+        warned = page.text_content("#results .warning")
+        keep_screenshot(page, tmp_path / "accompany.png")
+        assert not problems, problems
+    assert warned == "accompanying 0-95 s (one pass writes 95 s); go on from 95 s with the output as the input"
+    (stats_path,) = (tmp_path / "out").rglob("generation_stats.json")
+    stats = json.loads(stats_path.read_text())
+    assert stats["anticipation"]["mode"] == "accompany" and stats["anticipation"]["span_seconds"] == [0, 95]
+    (output,) = stats["outputs"]
+    new = output["new_notes"]
+    assert told == f"{new} new note{'' if new == 1 else 's'}, {output['notes'] - new} kept from the file"
+    assert output["notes"] - new == stats["anticipation"]["kept_notes"] == sum(kept.values())
+    (written,) = (tmp_path / "out").rglob("gen_1.mid")
+    notes = Counter(read_midi(written).notes)
+    assert notes & kept == kept  # every kept note, exactly as it was
+    assert sum(notes.values()) == sum(kept.values()) + new

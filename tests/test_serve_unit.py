@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -183,3 +184,28 @@ def test_no_name_reaches_outside_the_folder(tmp_path_factory, name: str) -> None
     (folder / "rejected" / "gen_2.mid").write_bytes(b"MThd")
     found = find_file(folder, name)
     assert found is None or (found[0].resolve().parent in (folder, folder / "rejected") and found[0].is_file())
+
+
+# --- what a restarted server reads back -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        (
+            ["accompanying 0-95 s (one pass writes 95 s); go on from 95 s"],
+            ["accompanying 0-95 s (one pass writes 95 s); go on from 95 s"],
+        ),
+        ([], []),
+        (None, []),
+        ("go on", []),  # not a list: a hand-edited or foreign file
+        (["kept", 3, None, {"a": 1}], ["kept"]),
+    ],
+)
+def test_a_folder_read_back_shows_only_its_warning_lines(tmp_path: Path, written, shown) -> None:
+    folder = tmp_path / "20261206-233240-a-band"
+    folder.mkdir()
+    stats = {"prompt": "a band", "outputs": []} | ({} if written is None else {"warnings": written})
+    (folder / "generation_stats.json").write_text(json.dumps(stats))
+    store = JobStore(tmp_path, _NoRunner(), workers=0, max_queue=1)
+    assert store.get(folder.name).to_dict()["warnings"] == shown

@@ -285,8 +285,11 @@ def gen_command(
 
         slots = check_slots(slots, n_outputs)
     talk = not quiet and not as_json
-    if not quiet and temperature is not None:
-        for warning in setting_warnings(n=n_outputs, temperature=temperature):
+    if not quiet:
+        # Said now, before the wait: an accompaniment of a long piece writes its first 95 s and says where to go on.
+        planned = settings["anticipation"].warnings if settings["anticipation"] is not None else []
+        chosen = setting_warnings(n=n_outputs, temperature=temperature) if temperature is not None else []
+        for warning in chosen + planned:
             typer.echo(f"warning: {warning}", err=True)
     if cluster is not None:
         from .gen_cluster import gen_on_cluster

@@ -99,12 +99,20 @@ class Job:
             "request": self.request,
             "progress": {"outputs": self.progress, "tokens_per_s": self.tokens_per_s},
             "outputs": outputs,
+            "warnings": self.warnings(),
             "seed": (self.stats or {}).get("sampling", {}).get("seed"),
         }
 
+    def warnings(self) -> list[str]:
+        """What gen prints as warnings (e.g. an accompaniment's "go on from 95 s"); a folder read back from disk may
+        hold anything."""
+        said = (self.stats or {}).get("warnings")
+        return [w for w in said if isinstance(w, str)] if isinstance(said, list) else []
+
     def record(self) -> None:
         """job.json: what a restarted server knows of this job."""
-        data = {k: v for k, v in self.to_dict().items() if k not in ("progress", "outputs", "partial", "seed")}
+        derived = ("progress", "outputs", "partial", "seed", "warnings")  # read again from generation_stats.json
+        data = {k: v for k, v in self.to_dict().items() if k not in derived}
         atomic_write_text(self.folder / JOB_NAME, json.dumps(data, indent=2) + "\n")
 
 

@@ -101,6 +101,7 @@ def schema() -> dict[str, Any]:
                         "partial": {"type": "boolean"},
                         "progress": {"type": "object"},
                         "outputs": {"type": "array", "items": {"type": "object"}},
+                        "warnings": {"type": "array", "items": {"type": "string"}},
                         "files": {"type": "array", "items": {"$ref": "#/components/schemas/File"}},
                         "error": {"type": ["string", "null"]},
                     },

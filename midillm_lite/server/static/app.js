@@ -211,7 +211,14 @@ function showResults(job) {
     more.append(link(stats, "generation stats", false));
     cards.push(more);
   }
-  $("results").replaceChildren(...cards);
+  // What gen prints as warnings, e.g. that an accompaniment of a long piece did its first 95 s and where to go on.
+  const warnings = (job.warnings || []).map((text) => {
+    const line = document.createElement("p");
+    line.className = "warning";
+    line.textContent = text;
+    return line;
+  });
+  $("results").replaceChildren(...warnings, ...cards);
 }
 
 async function refreshRecent() {
