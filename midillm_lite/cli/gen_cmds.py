@@ -142,7 +142,8 @@ def gen_command(
         typer.Option(
             "--max-tokens",
             parser=parser(MAX_TOKENS),
-            help=f"New tokens per output ({vocab.TOKENS_PER_NOTE} per note; {MAX_TOKENS.describe()}).",
+            help=f"New tokens per output ({vocab.TOKENS_PER_NOTE} per note, and per control that --infill or "
+            f"--accompany inserts; {MAX_TOKENS.describe()}).",
             show_default=f"model's, {vocab.DEFAULT_MAX_TOKENS}",
         ),
     ] = None,
