@@ -306,6 +306,11 @@ def training_bullet(history: dict) -> str:
         f"{'the ' + ' and '.join(stage['modes']) + ' windows' if stage.get('modes') else 'all windows'}"
         + "".join(f", each {mode} window drawn {count} times" for mode, count in (stage.get("repeat") or {}).items())
         + f" at peak learning rate {stage['lr']}"
+        + (
+            f", its autoregressive predictions held to {stage['teacher']}'s (KL x {stage['teacher_weight']:g})"
+            if stage.get("teacher")
+            else ""
+        )
         + (" from there" if k else "")
         for k, stage in enumerate(stages(history))
     ]

@@ -316,6 +316,14 @@ def slot_losses(model: DemoLlama, batch: Batch, *, strict: bool = True) -> list[
     (measured: 96% of the unmasked mass sat before the floor, and every 2,046-token sample ended stacked at 100 s).
     It also scores REST where AMT's sampler allows it (the note slot), as AMT trains on its padded sequences.
     """
+    keep = ~batch.rest if strict else torch.ones_like(batch.rest)
+    return [F.cross_entropy(logits, batch.targets[slot][keep], reduction="sum")
+            for slot, logits in enumerate(scored_logits(model, batch, strict=strict))]  # fmt: skip
+
+
+def scored_logits(model: DemoLlama, batch: Batch, *, strict: bool) -> list[torch.Tensor]:
+    """Per slot, float32 logits over the slot's candidates at each scored triplet (strict: REST triplets left out,
+    arrival times before the floor masked), as `slot_losses` scores them."""
     table = model.table()
     h = model.hidden_states(batch.rows, table).reshape(-1, model.shape.hidden)
     keep = ~batch.rest if strict else torch.ones_like(batch.rest)
@@ -325,8 +333,17 @@ def slot_losses(model: DemoLlama, batch: Batch, *, strict: bool = True) -> list[
         if slot == 0 and strict:
             columns = torch.arange(logits.shape[1])
             logits = logits.masked_fill(columns[None, :] < batch.floors[keep][:, None], float("-inf"))
-        out.append(F.cross_entropy(logits, batch.targets[slot][keep], reduction="sum"))
+        out.append(logits)
     return out
+
+
+def distill_kl(student: list[torch.Tensor], teacher: list[torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+    """Summed KL(teacher || student) over the slots, at the scored triplets `rows` selects (non-strict logits from
+    `scored_logits` of one batch)."""
+    return sum(
+        F.kl_div(F.log_softmax(s[rows], -1), F.log_softmax(t[rows], -1), log_target=True, reduction="sum")
+        for s, t in zip(student, teacher, strict=True)
+    )
 
 
 def full_weights(model: DemoLlama) -> dict[str, np.ndarray]:

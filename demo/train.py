@@ -3,8 +3,9 @@
 Batches group examples of similar length (right padding is harmless under a
 causal mask); the loss is the cross-entropy of the MIDI event tokens only
 (controls of anticipation-mode windows are inputs), each over its slot's
-candidates, arrival times unmasked (see `model.slot_losses`);
-the held-out curve is the strict-mask figure the card reports. bf16
+candidates, arrival times unmasked (see `model.slot_losses`), plus, with
+`--teacher`, a KL term that keeps the autoregressive windows' predictions
+near a frozen earlier model's (`model.distill_kl`); the held-out curve is the strict-mask figure the card reports. bf16
 autocast is used where the CPU computes bf16 natively (AVX-512 BF16 or
 AMX; elsewhere fp32). The loss curve and the held-out curve are written to `history.json`; the weights to `model.pt`.
 """
@@ -23,10 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from midillm_lite.amt import vocab
 
 from .data import OUT as DATA
 from .data import base_mode, read_examples, stage_windows
-from .model import CompactVocab, DemoLlama, Shape, make_batch, slot_losses
+from .model import CompactVocab, DemoLlama, Shape, distill_kl, make_batch, scored_events, scored_logits, slot_losses
 
 log = logging.getLogger("demo.train")
 OUT = DATA.parent / "train"
@@ -107,10 +111,13 @@ def evaluate(model: DemoLlama, data: Dataset, indices: list[int], tokens: int, b
 
 def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: int, lr: float, seed: int,
           max_minutes: float, eval_every: int, threads: int, init: Path | None = None,
-          modes: frozenset[str] | None = None, repeat: dict[str, int] | None = None) -> dict:  # fmt: skip
+          modes: frozenset[str] | None = None, repeat: dict[str, int] | None = None, teacher: Path | None = None,
+          teacher_weight: float = 1.0) -> dict:  # fmt: skip
     """`init`: go on from a saved model of the same shape and data (a later phase), or from a demo GGUF; `modes`:
     train only on the windows of these augmentations (demo/data.py's names; None: all); `repeat`: draw each window of
-    these augmentations this many times per pass (a stage's mix of autoregressive and anticipated windows)."""
+    these augmentations this many times per pass (a stage's mix of autoregressive and anticipated windows);
+    `teacher` (a demo GGUF or model.pt, frozen): on the autoregressive windows, also pull the predictions towards
+    the teacher's (KL, times `teacher_weight`), so that learning the controls does not unlearn what it does there."""
     torch.set_num_threads(threads)
     data = Dataset.load(data_dir)
     compact = data.compact_vocab()
@@ -118,9 +125,7 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     earlier: list[dict] = []  # the stages that made `init`, for the card and the loss plot
     base = init.name if init is not None and init.suffix == ".gguf" else None  # the card names the file
     if base is not None:  # a shipped demo model (what stages made it is not in the file)
-        from .export import read_gguf
-
-        model = read_gguf(init, compact, seed=seed)
+        model = load_any(init, compact, seed)
     elif init is not None:
         model.load_state_dict(load_model(init).state_dict())
         if (made := init.parent / "history.json").exists():
@@ -139,7 +144,9 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     warmup = max(1, steps // 25)
     history: dict = {"train": [], "held_out": [], "bf16": bf16, "shape": shape.to_dict(), "lr": lr,
                      "batch_tokens": batch_tokens, "modes": sorted(modes) if modes else None, "repeat": repeat or None,
-                     "stages": earlier, "base": base}  # fmt: skip
+                     "stages": earlier, "base": base, "teacher": teacher.name if teacher else None,
+                     "teacher_weight": teacher_weight if teacher else None}  # fmt: skip
+    frozen = None if teacher is None else load_any(teacher, compact, seed).eval().requires_grad_(False)
     rng = random.Random(seed)
     batches: list[list[int]] = []
     start = time.monotonic()
@@ -151,15 +158,22 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     while (progress := max(step / steps, (time.monotonic() - start) / (max_minutes * 60))) < 1:
         if not batches:
             batches = length_batches(data, train_ids, batch_tokens, rng)
-        batch = make_batch(compact, [data.example(i) for i in batches.pop()])
+        examples = [data.example(i) for i in batches.pop()]
+        batch = make_batch(compact, examples)
         # Cosine decay over steps or wall time, whichever runs out first: on a busy machine the run still
         # ends inside its time budget with a fully decayed learning rate.
         scale = min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
         for group in opt.param_groups:
             group["lr"] = lr * scale
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            losses = slot_losses(model, batch, strict=False)  # see slot_losses: learn where "now" is
-        loss = sum(losses) / batch.tokens
+            logits = scored_logits(model, batch, strict=False)  # see slot_losses: learn where "now" is
+            total = sum(F.cross_entropy(x, y, reduction="sum") for x, y in zip(logits, batch.targets, strict=True))
+            kl = torch.zeros(())
+            if frozen is not None:
+                with torch.no_grad():
+                    taught = scored_logits(frozen, batch, strict=False)
+                kl = distill_kl(logits, taught, autoregressive_rows(examples))
+        loss = (total + teacher_weight * kl) / batch.tokens
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -167,8 +181,8 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
         step += 1
         seen_tokens += batch.tokens
         value = float(loss.detach())
-        history["train"].append({"step": step, "tokens": seen_tokens, "loss": value,
-                                 "seconds": round(time.monotonic() - start, 1)})  # fmt: skip
+        entry = {"step": step, "tokens": seen_tokens, "loss": value, "seconds": round(time.monotonic() - start, 1)}
+        history["train"].append(entry | ({"kl": float(kl.detach()) / batch.tokens} if frozen is not None else {}))
         if step % 10 == 0:
             log.info("step %d/%d loss %.3f  %.0f MIDI tok/s", step, steps, value,
                      seen_tokens / (time.monotonic() - start))  # fmt: skip
@@ -185,6 +199,22 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
                 "seed": seed}, out / "model.pt")  # fmt: skip
     (out / "history.json").write_text(json.dumps(history))
     return history
+
+
+def autoregressive_rows(examples: list[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:
+    """Per scored triplet of `make_batch(examples)`, in its order: whether its window is autoregressive."""
+    flags = [np.full(int(scored_events(tokens).sum()), prompt[-1] == vocab.MIDI_AUTOREGRESS_ID)
+             for prompt, tokens in examples]  # fmt: skip
+    return torch.from_numpy(np.concatenate(flags))
+
+
+def load_any(path: Path, compact: CompactVocab, seed: int) -> DemoLlama:
+    """A demo GGUF (read back into the network) or a model.pt."""
+    if path.suffix == ".gguf":
+        from .export import read_gguf
+
+        return read_gguf(path, compact, seed=seed)
+    return load_model(path)
 
 
 def load_model(path: Path) -> DemoLlama:
@@ -242,13 +272,16 @@ def main() -> None:
         type=mode_repeats,
         help="draw the windows of these augmentations K times per pass, e.g. autoregressive=4",
     )
+    parser.add_argument("--teacher", type=Path, help="a demo GGUF or model.pt whose autoregressive predictions the "
+                        "stage keeps close to (KL on the autoregressive windows), e.g. the first release")  # fmt: skip
+    parser.add_argument("--teacher-weight", type=float, default=1.0, help="the KL term's weight against the CE")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     shape = Shape(layers=args.layers, hidden=args.hidden)
     history = train(
         args.data, args.out, shape=shape, steps=args.steps, batch_tokens=args.batch_tokens, lr=args.lr,
         seed=args.seed, max_minutes=args.max_minutes, eval_every=args.eval_every, threads=args.threads, init=args.init,
-        modes=args.modes, repeat=args.repeat,
+        modes=args.modes, repeat=args.repeat, teacher=args.teacher, teacher_weight=args.teacher_weight,
     )  # fmt: skip
     print(f"trained {history['steps']} steps in {history['minutes']} min; wrote {args.out}")
 

@@ -156,14 +156,9 @@ def test_repeat_takes_mode_counts_and_refuses_the_rest() -> None:
             train.mode_repeats(bad)
 
 
-@pytest.mark.slow
-def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, capsys) -> None:
-    """Anticipation windows train, the with/without-controls CE runs, and the export converts to a GGUF whose
-    logits over an ANTICIPATE sequence with controls match torch's (the control and mode rows made it out)."""
-    torch = pytest.importorskip("torch", reason="the [train] extra (make demo-model installs it)")
-    from demo import anticipation_eval, export, train
-    from demo.model import Shape
-
+def _tiny_data(folder: Path) -> tuple[list, list, list]:
+    """14 windows, the last 4 held out; most training windows also get anticipated copies: (prompts, sequences,
+    records) as saved."""
     rng = random.Random(0)
     prompts, sequences, records = [], [], []
     for k in range(14):
@@ -176,8 +171,61 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
             sequences.append(encode_notes(notes).tokens if tokens is None else tokens)
             records.append({"split": "test" if held_out else "train", "mode": mode, "caption": "A piece."})
     assert sum(r["mode"] != data.AUTOREGRESSIVE for r in records) >= 4
-    (tmp_path / "data").mkdir()
-    data._save(tmp_path / "data", prompts, sequences, records)
+    folder.mkdir()
+    data._save(folder, prompts, sequences, records)
+    return prompts, sequences, records
+
+
+@pytest.mark.slow
+def test_a_teacher_pulls_only_the_autoregressive_windows(tmp_path: Path) -> None:
+    """`demo.train --teacher`: the KL term sees the autoregressive windows' triplets only, and is zero where the
+    student is the teacher (the first step, started from the teacher itself: everything lines up)."""
+    torch = pytest.importorskip("torch", reason="the [train] extra (make demo-model installs it)")
+    from demo import train
+    from demo.model import Shape, distill_kl, make_batch, scored_logits
+
+    _tiny_data(tmp_path / "data")
+    shape = Shape(hidden=32, layers=1, heads=2, kv_heads=2, ffn=64)
+    kwargs = dict(shape=shape, steps=2, batch_tokens=4096, lr=3e-3, seed=0, max_minutes=5, eval_every=100, threads=1)
+    train.train(tmp_path / "data", tmp_path / "first", **kwargs)
+    teacher = tmp_path / "first" / "model.pt"
+    history = train.train(tmp_path / "data", tmp_path / "second", init=teacher, teacher=teacher, **kwargs)
+    assert history["teacher"] == "model.pt" and history["train"][0]["kl"] == pytest.approx(0, abs=1e-6)
+    assert history["train"][1]["kl"] > 0  # one update later the student has moved
+    from demo import card
+
+    bullet = card.training_bullet(history)
+    assert (
+        "all windows at peak learning rate 0.003, its autoregressive predictions held to model.pt's (KL x 1) "
+        "from there" in bullet
+    ), bullet
+
+    dataset = train.Dataset.load(tmp_path / "data")
+    ids = dataset.indices(False)
+    examples = [dataset.example(i) for i in ids]
+    rows = train.autoregressive_rows(examples)
+    autoregressive = [p[-1] == vocab.MIDI_AUTOREGRESS_ID for p, _ in examples]
+    assert 0 < sum(autoregressive) < len(examples)
+    scored = [int(((e[0::3] < vocab.CONTROL_OFFSET) | (e[0::3] >= vocab.CONTROL_END)).sum()) for _, e in examples]
+    assert rows.tolist() == [a for a, n in zip(autoregressive, scored, strict=True) for _ in range(n)]
+    model = train.load_model(teacher)
+    with torch.no_grad():
+        logits = scored_logits(model, make_batch(model.compact, examples), strict=False)
+        shifted = [x.roll(1, dims=-1) for x in logits]
+        assert float(distill_kl(logits, logits, rows)) == pytest.approx(0, abs=1e-3)
+        assert float(distill_kl(shifted, logits, torch.zeros_like(rows))) == 0
+        assert float(distill_kl(shifted, logits, rows)) > 1
+
+
+@pytest.mark.slow
+def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, capsys) -> None:
+    """Anticipation windows train, the with/without-controls CE runs, and the export converts to a GGUF whose
+    logits over an ANTICIPATE sequence with controls match torch's (the control and mode rows made it out)."""
+    torch = pytest.importorskip("torch", reason="the [train] extra (make demo-model installs it)")
+    from demo import anticipation_eval, export, train
+    from demo.model import Shape
+
+    prompts, sequences, records = _tiny_data(tmp_path / "data")
     shape = Shape(hidden=32, layers=1, heads=2, kv_heads=2, ffn=64)
     history = train.train(tmp_path / "data", tmp_path / "train", shape=shape, steps=2, batch_tokens=4096, lr=3e-3,
                           seed=0, max_minutes=5, eval_every=100, threads=1)  # fmt: skip
