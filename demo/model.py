@@ -316,9 +316,13 @@ def slot_losses(model: DemoLlama, batch: Batch, *, strict: bool = True) -> list[
     (measured: 96% of the unmasked mass sat before the floor, and every 2,046-token sample ended stacked at 100 s).
     It also scores REST where AMT's sampler allows it (the note slot), as AMT trains on its padded sequences.
     """
+    return slot_ce(scored_logits(model, batch, strict=strict), batch, strict=strict)
+
+
+def slot_ce(logits: list[torch.Tensor], batch: Batch, *, strict: bool) -> list[torch.Tensor]:
+    """Summed cross-entropy per slot of `scored_logits(..., strict=strict)` against the batch's targets."""
     keep = ~batch.rest if strict else torch.ones_like(batch.rest)
-    return [F.cross_entropy(logits, batch.targets[slot][keep], reduction="sum")
-            for slot, logits in enumerate(scored_logits(model, batch, strict=strict))]  # fmt: skip
+    return [F.cross_entropy(x, batch.targets[slot][keep], reduction="sum") for slot, x in enumerate(logits)]
 
 
 def scored_logits(model: DemoLlama, batch: Batch, *, strict: bool) -> list[torch.Tensor]:

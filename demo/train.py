@@ -5,9 +5,10 @@ causal mask); the loss is the cross-entropy of the MIDI event tokens only
 (controls of anticipation-mode windows are inputs), each over its slot's
 candidates, arrival times unmasked (see `model.slot_losses`), plus, with
 `--teacher`, a KL term that keeps the autoregressive windows' predictions
-near a frozen earlier model's (`model.distill_kl`); the held-out curve is the strict-mask figure the card reports. bf16
-autocast is used where the CPU computes bf16 natively (AVX-512 BF16 or
-AMX; elsewhere fp32). The loss curve and the held-out curve are written to `history.json`; the weights to `model.pt`.
+near a frozen earlier model's (`model.distill_kl`); the held-out curve is
+the strict-mask figure the card reports. bf16 autocast is used where the CPU
+computes bf16 natively (AVX-512 BF16 or AMX; elsewhere fp32). The loss curve
+and the held-out curve are written to `history.json`; the weights to `model.pt`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from midillm_lite.amt import vocab
 
 from .data import OUT as DATA
 from .data import base_mode, read_examples, stage_windows
-from .model import CompactVocab, DemoLlama, Shape, distill_kl, make_batch, scored_events, scored_logits, slot_losses
+from .model import (
+    CompactVocab,
+    DemoLlama,
+    Shape,
+    distill_kl,
+    make_batch,
+    scored_events,
+    scored_logits,
+    slot_ce,
+    slot_losses,  # fmt: skip
+)
 
 log = logging.getLogger("demo.train")
 OUT = DATA.parent / "train"
@@ -167,7 +177,7 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
             group["lr"] = lr * scale
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = scored_logits(model, batch, strict=False)  # see slot_losses: learn where "now" is
-            total = sum(F.cross_entropy(x, y, reduction="sum") for x, y in zip(logits, batch.targets, strict=True))
+            total = sum(slot_ce(logits, batch, strict=False))
             kl = torch.zeros(())
             if frozen is not None:
                 with torch.no_grad():
