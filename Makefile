@@ -142,16 +142,17 @@ $(DEMO_BASE):
 		{ echo "demo-model continues commit $(DEMO_BASE_COMMIT)'s demo model, not in this clone's history (git fetch --unshallow)" >&2; exit 1; }
 	git show $(DEMO_BASE_COMMIT):models/midillm-demo-q8_0.gguf > $@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
 
-# About two hours of training on 2 cores, in four stages that continue the first release's network: all windows,
+# About two hours of training on 2 cores, in five stages that continue the first release's network: all windows,
 # anticipated copies included, at a lower peak learning rate than the first release's (65 min); the same again
 # (28 min); then two stages whose loss also holds the network's predictions on the autoregressive windows near the
 # first release's (`--teacher`: KL from its frozen predictions), so that learning the controls does not cost the
-# instrument words (21 min, then 8 with the span copies drawn twice). Then export a Hugging Face folder,
-# `midillm-lite convert` it (F32, Q8_0, Q4_K_M), evaluate (infilling and accompaniment included), and write
-# models/midillm-demo-q8_0.gguf, its card and plots, and BENCHMARKS.md's fidelity section. It replaces the shipped
-# model: `git checkout models/ BENCHMARKS.md` unless yours does better. This recipe's own run is not shipped: it uses
-# the controls and keeps most card figures, but its plain music is sparser (BENCHMARKS.md, "Demo model: anticipation
-# retrains", has every retrain tried).
+# instrument words (21 min, then 8 with the span copies drawn twice); then 128 samples of that network's own music
+# (`demo.own_samples`, 6 min) and a last stage that also distils the first release on them (`--own-samples`, 12
+# min): in its own free-running music the fourth stage's network strays into other instruments, where no data window
+# asks the teacher. Then export a Hugging Face folder, `midillm-lite convert` it (F32, Q8_0, Q4_K_M), evaluate
+# (infilling and accompaniment included), and write models/midillm-demo-q8_0.gguf, its card and plots, and
+# BENCHMARKS.md's fidelity section. It replaces the shipped model: `git checkout models/ BENCHMARKS.md` unless yours
+# does better. This recipe's own run (y in BENCHMARKS.md, "Demo model: anticipation retrains") is not shipped yet.
 DEMO_TRAIN := build/demo
 demo-model: $(DEMO_DATA) $(DEMO_BASE)
 	$(PY) -m demo.train --init $(DEMO_BASE) --lr 1e-3 --steps 3000 --max-minutes 65 --out $(DEMO_TRAIN)/train-1
@@ -159,7 +160,12 @@ demo-model: $(DEMO_DATA) $(DEMO_BASE)
 	$(PY) -m demo.train --init $(DEMO_TRAIN)/train-2/model.pt --teacher $(DEMO_BASE) --teacher-weight 2 --lr 3e-4 \
 		--steps 300 --seed 6 --max-minutes 22 --out $(DEMO_TRAIN)/train-3
 	$(PY) -m demo.train --init $(DEMO_TRAIN)/train-3/model.pt --teacher $(DEMO_BASE) --teacher-weight 2 \
-		--repeat span=2 --lr 3e-4 --steps 180 --seed 7 --max-minutes 11 --out $(DEMO_TRAIN)/train
+		--repeat span=2 --lr 3e-4 --steps 180 --seed 7 --max-minutes 11 --out $(DEMO_TRAIN)/train-4
+	$(PY) -m demo.export --checkpoint $(DEMO_TRAIN)/train-4/model.pt
+	$(PY) -m demo.own_samples models/midillm-demo-q8_0.gguf --out $(DEMO_TRAIN)/own-samples.npz
+	$(PY) -m demo.train --init $(DEMO_TRAIN)/train-4/model.pt --teacher $(DEMO_BASE) --teacher-weight 2 \
+		--repeat span=2 --own-samples $(DEMO_TRAIN)/own-samples.npz --own-weight 1 --lr 2e-4 --steps 120 --seed 9 \
+		--max-minutes 14 --out $(DEMO_TRAIN)/train
 	$(PY) -m demo.export
 	$(PY) -m demo.evaluate
 	$(PY) -m demo.card

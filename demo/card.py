@@ -311,6 +311,11 @@ def training_bullet(history: dict) -> str:
             if stage.get("teacher")
             else ""
         )
+        + (
+            f", and on the network's own music ({stage['own_samples']}, KL x {stage['own_weight']:g} per token)"
+            if stage.get("own_samples")
+            else ""
+        )
         + (" from there" if k else "")
         for k, stage in enumerate(stages(history))
     ]

@@ -28,6 +28,7 @@ import torch
 
 from midillm_lite.amt import vocab
 
+from . import own_samples as own_samples_file
 from .data import OUT as DATA
 from .data import base_mode, read_examples, stage_windows
 from .model import (
@@ -44,6 +45,7 @@ from .model import (
 
 log = logging.getLogger("demo.train")
 OUT = DATA.parent / "train"
+OWN_BATCH = 6  # own samples per step beside each data batch (about 4,600 MIDI tokens at 768 per sample)
 
 
 @dataclass
@@ -122,12 +124,16 @@ def evaluate(model: DemoLlama, data: Dataset, indices: list[int], tokens: int, b
 def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: int, lr: float, seed: int,
           max_minutes: float, eval_every: int, threads: int, init: Path | None = None,
           modes: frozenset[str] | None = None, repeat: dict[str, int] | None = None, teacher: Path | None = None,
-          teacher_weight: float = 1.0) -> dict:  # fmt: skip
+          teacher_weight: float = 1.0, own_samples: Path | None = None, own_weight: float = 1.0) -> dict:  # fmt: skip
     """`init`: go on from a saved model of the same shape and data (a later phase), or from a demo GGUF; `modes`:
     train only on the windows of these augmentations (demo/data.py's names; None: all); `repeat`: draw each window of
     these augmentations this many times per pass (a stage's mix of autoregressive and anticipated windows);
     `teacher` (a demo GGUF or model.pt, frozen): on the autoregressive windows, also pull the predictions towards
-    the teacher's (KL, times `teacher_weight`), so that learning the controls does not unlearn what it does there."""
+    the teacher's (KL, times `teacher_weight`), so that learning the controls does not unlearn what it does there;
+    `own_samples` (`demo.own_samples`' file: the network's own music, made before this stage): each step also pulls
+    the predictions on OWN_BATCH of them towards the teacher's (KL per token, times `own_weight`). The data windows
+    are not where a network that has learnt controls goes wrong: its own free-running music is (stray instruments
+    in a solo piece), and only a teacher asked there can correct it (on-policy distillation)."""
     torch.set_num_threads(threads)
     data = Dataset.load(data_dir)
     compact = data.compact_vocab()
@@ -155,8 +161,13 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     history: dict = {"train": [], "held_out": [], "bf16": bf16, "shape": shape.to_dict(), "lr": lr,
                      "batch_tokens": batch_tokens, "modes": sorted(modes) if modes else None, "repeat": repeat or None,
                      "stages": earlier, "base": base, "teacher": teacher.name if teacher else None,
-                     "teacher_weight": teacher_weight if teacher else None}  # fmt: skip
+                     "teacher_weight": teacher_weight if teacher else None,
+                     "own_samples": own_samples.name if own_samples else None,
+                     "own_weight": own_weight if own_samples else None}  # fmt: skip
     frozen = None if teacher is None else load_any(teacher, compact, seed).eval().requires_grad_(False)
+    own = [] if own_samples is None else own_samples_file.read(own_samples)
+    if own and frozen is None:
+        raise ValueError("own_samples needs a teacher: they are distilled from it")
     rng = random.Random(seed)
     batches: list[list[int]] = []
     start = time.monotonic()
@@ -183,7 +194,14 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
                 with torch.no_grad():
                     taught = scored_logits(frozen, batch, strict=False)
                 kl = distill_kl(logits, taught, autoregressive_rows(examples))
-        loss = (total + teacher_weight * kl) / batch.tokens
+            own_kl = torch.zeros(())
+            if own:
+                drawn = make_batch(compact, rng.sample(own, min(OWN_BATCH, len(own))))
+                with torch.no_grad():
+                    taught_own = scored_logits(frozen, drawn, strict=False)
+                every = torch.ones(len(drawn.rest), dtype=torch.bool)
+                own_kl = distill_kl(scored_logits(model, drawn, strict=False), taught_own, every) / drawn.tokens
+        loss = (total + teacher_weight * kl) / batch.tokens + own_weight * own_kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -192,7 +210,11 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
         seen_tokens += batch.tokens
         value = float(loss.detach())
         entry = {"step": step, "tokens": seen_tokens, "loss": value, "seconds": round(time.monotonic() - start, 1)}
-        history["train"].append(entry | ({"kl": float(kl.detach()) / batch.tokens} if frozen is not None else {}))
+        if frozen is not None:
+            entry["kl"] = float(kl.detach()) / batch.tokens
+        if own:
+            entry["own_kl"] = float(own_kl.detach())
+        history["train"].append(entry)
         if step % 10 == 0:
             log.info("step %d/%d loss %.3f  %.0f MIDI tok/s", step, steps, value,
                      seen_tokens / (time.monotonic() - start))  # fmt: skip
@@ -285,6 +307,12 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, help="a demo GGUF or model.pt whose autoregressive predictions the "
                         "stage keeps close to (KL on the autoregressive windows), e.g. the first release")  # fmt: skip
     parser.add_argument("--teacher-weight", type=float, default=1.0, help="the KL term's weight against the CE")
+    parser.add_argument(
+        "--own-samples",
+        type=Path,
+        help="demo.own_samples' file: also distil the teacher on the network's own music (needs --teacher)",
+    )
+    parser.add_argument("--own-weight", type=float, default=1.0, help="that KL term's weight (per token)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     shape = Shape(layers=args.layers, hidden=args.hidden)
@@ -292,6 +320,7 @@ def main() -> None:
         args.data, args.out, shape=shape, steps=args.steps, batch_tokens=args.batch_tokens, lr=args.lr,
         seed=args.seed, max_minutes=args.max_minutes, eval_every=args.eval_every, threads=args.threads, init=args.init,
         modes=args.modes, repeat=args.repeat, teacher=args.teacher, teacher_weight=args.teacher_weight,
+        own_samples=args.own_samples, own_weight=args.own_weight,
     )  # fmt: skip
     print(f"trained {history['steps']} steps in {history['minutes']} min; wrote {args.out}")
 

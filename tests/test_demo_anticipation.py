@@ -316,3 +316,50 @@ def test_a_tiny_anticipation_run_trains_measures_and_exports(tmp_path: Path, cap
     assert "the autoregressive and span windows at peak learning rate 0.001 from there" in bullet, bullet
     card.loss_plot(later, 5.0, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(0, 183_285), min_size=1, max_size=12),
+                          st.lists(st.integers(0, 55_029), max_size=20)), min_size=1, max_size=6))  # fmt: skip
+def test_own_samples_read_back_as_saved(samples: list[tuple[list[int], list[int]]]) -> None:
+    """demo.own_samples' file: every sample with a whole triplet comes back exactly, in order; none is lost."""
+    import tempfile
+
+    from demo import own_samples
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "own.npz"
+        own_samples.save(samples, path)
+        back = own_samples.read(path)
+        assert sorted(Path(folder).iterdir()) == [path]  # the temporary name was renamed
+    kept = [(p, t) for p, t in samples if len(t) >= 3]
+    assert [(p.tolist(), t.tolist()) for p, t in back] == kept
+
+
+@pytest.mark.slow
+def test_own_samples_are_distilled_from_the_teacher(tmp_path: Path) -> None:
+    """`demo.train --own-samples`: the KL on the network's own music is zero while the student is the teacher and
+    grows once it moves; the history and the card say so; without a teacher it is refused."""
+    pytest.importorskip("torch", reason="the [train] extra (make demo-model installs it)")
+    from demo import card, own_samples, train
+    from demo.model import Shape
+
+    _tiny_data(tmp_path / "data")
+    shape = Shape(hidden=32, layers=1, heads=2, kv_heads=2, ffn=64)
+    kwargs = dict(shape=shape, steps=2, batch_tokens=4096, lr=3e-3, seed=0, max_minutes=5, eval_every=100, threads=1)
+    train.train(tmp_path / "data", tmp_path / "first", **kwargs)
+    teacher = tmp_path / "first" / "model.pt"
+    dataset = train.Dataset.load(tmp_path / "data")
+    mine = [
+        (p.tolist(), e.tolist())
+        for p, e in (dataset.example(i) for i in dataset.indices(False))
+        if p[-1] == vocab.MIDI_AUTOREGRESS_ID
+    ]  # stand-ins for sampled music: event triplets only
+    own_samples.save(mine, tmp_path / "own.npz")
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train.train(tmp_path / "data", tmp_path / "x", init=teacher, own_samples=tmp_path / "own.npz", **kwargs)
+    history = train.train(tmp_path / "data", tmp_path / "second", init=teacher, teacher=teacher,
+                          own_samples=tmp_path / "own.npz", own_weight=0.5, **kwargs)  # fmt: skip
+    assert history["own_samples"] == "own.npz" and history["own_weight"] == 0.5
+    assert history["train"][0]["own_kl"] == pytest.approx(0, abs=1e-6) and history["train"][1]["own_kl"] > 0
+    assert "and on the network's own music (own.npz, KL x 0.5 per token) from there" in card.training_bullet(history)
