@@ -101,10 +101,8 @@ demo: $(STAMP)
 	$(VENV)/bin/midillm-lite gen "$(DEMO_PROMPT)" --model midillm-demo-q8_0 -n 4 --seconds 90
 
 # `make demo-infill`: `make demo`'s second step. Re-writes 20-35 s of the newest output under ./midillm-out/ (running
-# `make demo` first when there is none), keeping every other note; gen prints where the files are. The shipped demo
-# model never saw controls in training, so this shows the mechanics (kept notes untouched, new ones inside the span),
-# not music that leads into what follows (README, "Infilling and accompaniment"; `make demo-model` trains one that
-# uses them).
+# `make demo` first when there is none), keeping every other note; gen prints where the files are. The demo model
+# learnt AMT's controls (README, "Infilling and accompaniment"): the notes after the span are anticipated 5 s ahead.
 DEMO_SPAN ?= --from 20 --to 35
 demo-infill: $(STAMP)
 	@src=$$(ls -t midillm-out/*/gen_*.mid 2>/dev/null | head -n 1); \
@@ -152,7 +150,7 @@ $(DEMO_BASE):
 # asks the teacher. Then export a Hugging Face folder, `midillm-lite convert` it (F32, Q8_0, Q4_K_M), evaluate
 # (infilling and accompaniment included), and write models/midillm-demo-q8_0.gguf, its card and plots, and
 # BENCHMARKS.md's fidelity section. It replaces the shipped model: `git checkout models/ BENCHMARKS.md` unless yours
-# does better. This recipe's own run (y in BENCHMARKS.md, "Demo model: anticipation retrains") is not shipped yet.
+# does better. The shipped model is this recipe's own run (y2 in BENCHMARKS.md, "Demo model: anticipation retrains").
 DEMO_TRAIN := build/demo
 demo-model: $(DEMO_DATA) $(DEMO_BASE)
 	$(PY) -m demo.train --init $(DEMO_BASE) --lr 1e-3 --steps 3000 --max-minutes 65 --out $(DEMO_TRAIN)/train-1

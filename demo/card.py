@@ -329,6 +329,20 @@ def training_bullet(history: dict) -> str:
     )
 
 
+def data_density(reach: dict, limited: list[dict]) -> str:
+    """The training windows' density beside `make demo`'s, where eval.json has it: a sample as dense as the data
+    takes longer than 100 s to fill a full generation."""
+    if "late_notes_mean" not in reach:  # an eval.json from before demo.evaluate measured it
+        return ""
+    demo = [r for r in limited if r["prompt"] == DEMO_PROMPT]
+    beside = f" (a `make demo` sample: {demo[0]['notes']:.0f})" if demo else ""
+    seconds = reach["late_ticks"] / 100
+    return (
+        f"; only {reach['full_share']:.0%} hold 682 notes, and those that last {seconds:.0f} s have"
+        f" {reach['late_notes_mean']:.0f} notes before {seconds:.0f} s on average{beside}"
+    )
+
+
 def tempo_followed(ev: dict) -> bool:
     """Every slow/fast pair measurably apart, the fast one denser (two-sided permutation p < 0.01)."""
     rows = ev["following"]["tempo"]
@@ -372,9 +386,9 @@ def known_limits(ev: dict, history: dict) -> str:
         parts.append(
             f"Reaching it is partly what the data does ({reach['late_share']:.0%} of the training windows have their"
             f" last onset past {reach['late_ticks'] / 100:.0f} s: slow renderings of sparse tunes fill the 100 s"
-            " before 682 notes), but no window continues past it, so the model has not learned what follows: strict"
-            " mode can only stack the remaining notes on the last tick. `make demo` passes"
-            f" `--seconds {DEMO_SECONDS:g}`, which ends each output before that; do the same with slow prompts."
+            f" before 682 notes{data_density(reach, limited)}). But no window continues past 100 s, so the model has"
+            " not learned what follows: strict mode can only stack the remaining notes on the last tick. `make demo`"
+            f" passes `--seconds {DEMO_SECONDS:g}`, which ends each output before that; do the same with slow prompts."
         )
     return " ".join(parts)
 

@@ -23,6 +23,7 @@ from midillm_lite.amt import gm, vocab
 from midillm_lite.amt.codec import decode_tokens
 from midillm_lite.sampling import MAX_SIMULTANEOUS_NOTES
 
+from .data import MAX_NOTES
 from .data import OUT as DATA
 from .export import GGUF_DIR, SHIPPED
 from .model import SLOT_RANGES, scored_events, slot_targets
@@ -141,8 +142,14 @@ def data_reach(data: Dataset, train_ids: list[int]) -> dict:
     last = np.array([max(o) for o in onsets])
     # The most notes any window has at one onset: a sample stacking more has left what the data ever does.
     busiest = np.array([max(Counter(o).values()) for o in onsets])
-    return {"windows": len(train_ids), "late_share": float(np.mean(last >= LATE_TICKS)), "late_ticks": LATE_TICKS,
-            "busiest_p99": float(np.percentile(busiest, 99)), "busiest_max": int(busiest.max())}  # fmt: skip
+    # The data's own density, to set a sample's against: notes before 90 s in the windows that last that long, and
+    # how few windows hold a full generation's notes (the rest reach 100 s or the piece's end first).
+    late = last >= LATE_TICKS
+    early_notes = np.array([sum(t < LATE_TICKS for t in o) for o, keep in zip(onsets, late, strict=True) if keep])
+    return {"windows": len(train_ids), "late_share": float(np.mean(late)), "late_ticks": LATE_TICKS,
+            "busiest_p99": float(np.percentile(busiest, 99)), "busiest_max": int(busiest.max()),
+            "late_notes_mean": float(early_notes.mean()) if len(early_notes) else 0.0,
+            "full_share": float(np.mean([len(o) >= MAX_NOTES for o in onsets]))}  # fmt: skip
 
 
 def permutation_p(a: list[float], b: list[float], rounds: int = 10_000, seed: int = 0) -> float:

@@ -32,6 +32,7 @@ from . import own_samples as own_samples_file
 from .data import OUT as DATA
 from .data import base_mode, read_examples, stage_windows
 from .model import (
+    Batch,
     CompactVocab,
     DemoLlama,
     Shape,
@@ -137,6 +138,8 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
     torch.set_num_threads(threads)
     data = Dataset.load(data_dir)
     compact = data.compact_vocab()
+    if own_samples is not None and teacher is None:
+        raise ValueError("own_samples needs a teacher: they are distilled from it")
     model = DemoLlama(shape, compact, seed=seed)
     earlier: list[dict] = []  # the stages that made `init`, for the card and the loss plot
     base = init.name if init is not None and init.suffix == ".gguf" else None  # the card names the file
@@ -166,8 +169,6 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
                      "own_weight": own_weight if own_samples else None}  # fmt: skip
     frozen = None if teacher is None else load_any(teacher, compact, seed).eval().requires_grad_(False)
     own = [] if own_samples is None else own_samples_file.read(own_samples)
-    if own and frozen is None:
-        raise ValueError("own_samples needs a teacher: they are distilled from it")
     rng = random.Random(seed)
     batches: list[list[int]] = []
     start = time.monotonic()
@@ -191,16 +192,12 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
             total = sum(slot_ce(logits, batch, strict=False))
             kl = torch.zeros(())
             if frozen is not None:
-                with torch.no_grad():
-                    taught = scored_logits(frozen, batch, strict=False)
-                kl = distill_kl(logits, taught, autoregressive_rows(examples))
+                kl = teacher_kl(logits, frozen, batch, autoregressive_rows(examples))
             own_kl = torch.zeros(())
             if own:
                 drawn = make_batch(compact, rng.sample(own, min(OWN_BATCH, len(own))))
-                with torch.no_grad():
-                    taught_own = scored_logits(frozen, drawn, strict=False)
                 every = torch.ones(len(drawn.rest), dtype=torch.bool)
-                own_kl = distill_kl(scored_logits(model, drawn, strict=False), taught_own, every) / drawn.tokens
+                own_kl = teacher_kl(scored_logits(model, drawn, strict=False), frozen, drawn, every) / drawn.tokens
         loss = (total + teacher_weight * kl) / batch.tokens + own_weight * own_kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -231,6 +228,13 @@ def train(data_dir: Path, out: Path, *, shape: Shape, steps: int, batch_tokens: 
                 "seed": seed}, out / "model.pt")  # fmt: skip
     (out / "history.json").write_text(json.dumps(history))
     return history
+
+
+def teacher_kl(logits: torch.Tensor, frozen: DemoLlama, batch: Batch, rows: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || network) summed over `rows`' scored tokens; the frozen teacher's logits carry no gradient."""
+    with torch.no_grad():
+        taught = scored_logits(frozen, batch, strict=False)
+    return distill_kl(logits, taught, rows)
 
 
 def autoregressive_rows(examples: list[tuple[np.ndarray, np.ndarray]]) -> torch.Tensor:

@@ -363,3 +363,27 @@ def test_own_samples_are_distilled_from_the_teacher(tmp_path: Path) -> None:
     assert history["own_samples"] == "own.npz" and history["own_weight"] == 0.5
     assert history["train"][0]["own_kl"] == pytest.approx(0, abs=1e-6) and history["train"][1]["own_kl"] > 0
     assert "and on the network's own music (own.npz, KL x 0.5 per token) from there" in card.training_bullet(history)
+
+
+def test_data_reach_sets_the_datas_density_beside_a_samples(tmp_path: Path) -> None:
+    """`demo.evaluate.data_reach`: the share of windows past 90 s, of windows holding a full generation's notes,
+    and the notes before 90 s in the windows that last that long (the card sets `make demo`'s samples beside it)."""
+    pytest.importorskip("torch", reason="demo.evaluate reads the data through demo.train (the [train] extra)")
+    from demo import card, evaluate, train
+
+    def spread(count: int, until: int) -> list[Note]:  # `count` notes evenly up to tick `until`
+        return [Note(k * until // max(count - 1, 1), 50, 0, 60) for k in range(count)]
+
+    windows = [spread(data.MAX_NOTES, 6_000), spread(201, 9_500), spread(50, 3_000)]  # 190 of the 201 before 90 s
+    prompts = [[128000, 791, vocab.MIDI_AUTOREGRESS_ID]] * len(windows)
+    records = [{"split": "train", "mode": data.AUTOREGRESSIVE, "caption": "A piece."} for _ in windows]
+    data._save(tmp_path, prompts, [encode_notes(w).tokens for w in windows], records)
+    dataset = train.Dataset.load(tmp_path)
+    reach = evaluate.data_reach(dataset, dataset.indices(False))
+    before = sum(n.onset < evaluate.LATE_TICKS for n in windows[1])
+    assert reach["late_share"] == pytest.approx(1 / 3) and reach["full_share"] == pytest.approx(1 / 3)
+    assert reach["late_notes_mean"] == before == 190
+    demo_row = [{"prompt": card.DEMO_PROMPT, "seconds": 90.0, "notes": 204.0}]
+    line = card.data_density(reach, demo_row)
+    assert "only 33% hold 682 notes" in line and "have 190 notes before 90 s on average" in line
+    assert "(a `make demo` sample: 204)" in line and card.data_density({"late_share": 0.3}, demo_row) == ""
