@@ -476,7 +476,8 @@ def reflow(markdown: str) -> str:
     out = []
     for block in markdown.split("\n\n"):
         first = block.lstrip()[:1]
-        if first in ("|", "#", "!", "`") or not block.strip():
+        # A paragraph may open with inline code (`--infill` on ...); only a fence starts a code block.
+        if first in ("|", "#", "!") or block.lstrip().startswith("```") or not block.strip():
             out.append(block)
         elif first == "-":
             items = ("\n" + block).split("\n- ")[1:]

@@ -387,3 +387,20 @@ def test_data_reach_sets_the_datas_density_beside_a_samples(tmp_path: Path) -> N
     line = card.data_density(reach, demo_row)
     assert "only 33% hold 682 notes" in line and "have 190 notes before 90 s on average" in line
     assert "(a `make demo` sample: 204)" in line and card.data_density({"late_share": 0.3}, demo_row) == ""
+
+
+def test_the_card_reflows_prose_that_opens_with_inline_code() -> None:
+    """`demo.card.reflow`: a paragraph that starts with inline code is prose and is wrapped; fenced code, tables and
+    headings stay as written."""
+    pytest.importorskip("torch", reason="demo.card imports demo.train (the [train] extra)")
+    from demo import card
+
+    prose = "`--infill` on 24 windows: " + "kept notes unchanged " * 12
+    fenced = "```sh\n" + "make demo " * 20 + "\n```"
+    table = "| a | b |\n|---|---|\n| " + "x " * 80 + "| y |"
+    out = card.reflow("\n\n".join(["# A heading " + "h " * 70, prose, fenced, table]))
+    heading, wrapped, code, kept = out.split("\n\n")
+    assert heading.startswith("# A heading") and "\n" not in heading
+    assert wrapped.startswith("`--infill` on") and max(map(len, wrapped.split("\n"))) <= card.WIDTH
+    assert wrapped.count("\n") >= 1 and " ".join(wrapped.split()) == " ".join(prose.split())
+    assert code == fenced and kept == table
