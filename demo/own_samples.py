@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from midillm_lite.fsutil import atomic_path
+
 from .data import OUT as DATA
 from .data import read_examples
 
@@ -48,13 +50,12 @@ def draw(model: Path, captions: list[str], *, per_caption: int, max_tokens: int)
 
 
 def save(samples: list[tuple[list[int], list[int]]], path: Path) -> None:
-    """One .npz (what `read` reads), written under a temporary name then renamed."""
-    tmp = path.with_name(path.name + ".tmp.npz")
+    """One .npz (what `read` reads), written under a temporary name then renamed (its folder made if missing)."""
     prompts = np.array([i for p, _ in samples for i in p], dtype=np.int64)
     tokens = np.array([i for _, t in samples for i in t], dtype=np.int64)
-    np.savez(tmp, prompt_lengths=[len(p) for p, _ in samples], prompts=prompts,
-             token_lengths=[len(t) for _, t in samples], tokens=tokens)  # fmt: skip
-    tmp.replace(path)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:  # a file object: savez adds no .npz to the name
+        np.savez(f, prompt_lengths=[len(p) for p, _ in samples], prompts=prompts,
+                 token_lengths=[len(t) for _, t in samples], tokens=tokens)  # fmt: skip
 
 
 def read(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -78,7 +79,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     captions = training_captions(args.data, args.captions, args.seed)
     samples = draw(args.model, captions, per_caption=args.per_caption, max_tokens=args.max_tokens)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     save(samples, args.out)
     print(f"wrote {len(samples)} samples of {len(captions)} captions to {args.out}")
 

@@ -318,6 +318,8 @@ def main() -> None:
     )
     parser.add_argument("--own-weight", type=float, default=1.0, help="that KL term's weight (per token)")
     args = parser.parse_args()
+    if args.own_samples is not None and args.teacher is None:  # one line here; train() refuses it too, for callers
+        parser.error("--own-samples needs --teacher: the samples are distilled from it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     shape = Shape(layers=args.layers, hidden=args.hidden)
     history = train(

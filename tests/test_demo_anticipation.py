@@ -337,7 +337,7 @@ def test_own_samples_read_back_as_saved(samples: list[tuple[list[int], list[int]
 
 
 @pytest.mark.slow
-def test_own_samples_are_distilled_from_the_teacher(tmp_path: Path) -> None:
+def test_own_samples_are_distilled_from_the_teacher(tmp_path: Path, monkeypatch, capsys) -> None:
     """`demo.train --own-samples`: the KL on the network's own music is zero while the student is the teacher and
     grows once it moves; the history and the card say so; without a teacher it is refused."""
     pytest.importorskip("torch", reason="the [train] extra (make demo-model installs it)")
@@ -358,6 +358,10 @@ def test_own_samples_are_distilled_from_the_teacher(tmp_path: Path) -> None:
     own_samples.save(mine, tmp_path / "own.npz")
     with pytest.raises(ValueError, match="needs a teacher"):
         train.train(tmp_path / "data", tmp_path / "x", init=teacher, own_samples=tmp_path / "own.npz", **kwargs)
+    monkeypatch.setattr("sys.argv", ["demo.train", "--own-samples", str(tmp_path / "own.npz")])
+    with pytest.raises(SystemExit) as refused:  # the command line says it in one line, before anything loads
+        train.main()
+    assert refused.value.code == 2 and "--own-samples needs --teacher" in capsys.readouterr().err
     history = train.train(tmp_path / "data", tmp_path / "second", init=teacher, teacher=teacher,
                           own_samples=tmp_path / "own.npz", own_weight=0.5, **kwargs)  # fmt: skip
     assert history["own_samples"] == "own.npz" and history["own_weight"] == 0.5
